@@ -1,0 +1,1 @@
+"""jaxinv: learned variational regularizers for imaging inverse problems, in JAX."""
