@@ -56,7 +56,13 @@ def fixed_point(
     solver = Anderson() if solver is None else solver
     adjoint = Implicit() if adjoint is None else adjoint
     _validate(T, x0, params, y, solver, adjoint, probe)
+    probe = BackwardProbe() if probe is None else probe
+    return _fixed_point_jit(T, x0, params, y, solver, adjoint, throw, probe)
 
+
+@eqx.filter_jit
+def _fixed_point_jit(T, x0, params, y, solver, adjoint, throw, probe) -> Solution:
+    """The solve itself, compiled once per map, settings and shapes (also when called eagerly)."""
     x0_flat, unravel = ravel_pytree(x0)
     (params_dyn, y_dyn), static = eqx.partition((params, y), eqx.is_array)
 
@@ -81,7 +87,6 @@ def fixed_point(
         x, stats = iterate_fixed(solver, lambda v: fn(v, args), x0_flat, residual)
         stats = jax.lax.stop_gradient(stats)
     else:
-        probe = BackwardProbe() if probe is None else probe
         x, stats = _implicit_solve(fn, solver, adjoint, throw, residual, x0_flat, args, probe)
     if throw:
         x = _raise_if_failed(x, stats, solver)
@@ -186,7 +191,9 @@ def _validate(T, x0, params, y, solver, adjoint, probe) -> None:
             raise ValueError(f"fixed_point: x0 must be floating point, got dtype {leaf.dtype}")
     dtypes = {jnp.dtype(leaf.dtype) for leaf in leaves}
     if len(dtypes) > 1:
-        raise ValueError(f"fixed_point: x0 leaves must share one dtype, got {sorted(map(str, dtypes))}")
+        raise ValueError(
+            f"fixed_point: x0 leaves must share one dtype, got {sorted(map(str, dtypes))}"
+        )
     try:
         out = jax.eval_shape(T, x0, params, y)
     except Exception as err:  # re-raised with context; the original is chained
@@ -202,5 +209,6 @@ def _validate(T, x0, params, y, solver, adjoint, probe) -> None:
             if isinstance(leaf, (np.ndarray, jax.Array)) and not isinstance(leaf, jax.core.Tracer):
                 arr = np.asarray(leaf)
                 if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-                    raise ValueError(f"fixed_point: {name} contains NaN or inf; clean the data first")
-
+                    raise ValueError(
+                        f"fixed_point: {name} contains NaN or inf; clean the data first"
+                    )

@@ -89,10 +89,11 @@ def gmres(
         basis, hess, cs, sn, e, j, k, ok = c
         w = op(basis[j])
         mask = (jnp.arange(m + 1) <= j).astype(dtype)
+        col = jnp.zeros((m + 1,), dtype)
         for _ in range(2):  # CGS2: two passes keep the basis orthogonal to working precision
             h = (basis @ w) * mask
             w = w - h @ basis
-            col = h if _ == 0 else col + h
+            col = col + h
         hnext = jnp.linalg.norm(w)
         basis = basis.at[j + 1].set(w / jnp.where(hnext > 0, hnext, 1))
         col = col.at[j + 1].set(hnext)

@@ -21,7 +21,7 @@ def tree_norm(a: PyTree[Array]) -> Array:
 
 
 def same_structure(a: PyTree, b: PyTree) -> tuple[bool, str]:
-    """Whether two pytrees of arrays (or ShapeDtypeStructs) agree in structure, shapes and dtypes."""
+    """Whether two pytrees of arrays agree in structure, shapes and dtypes (and why not)."""
     ta, tb = jax.tree.structure(a), jax.tree.structure(b)
     if ta != tb:
         return False, f"tree structure {tb} differs from {ta}"

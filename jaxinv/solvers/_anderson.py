@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
@@ -96,7 +97,9 @@ class Anderson(AbstractFixedPointSolver):
         gram = gram.at[slot, :].set(row).at[:, slot].set(row)
         valid = jnp.arange(m) < jnp.minimum(count + 1, m)
 
-        alpha = _mixing_weights(gram, valid, self._regularization(dtype))
+        # The weights are treated as constants when differentiating through the iterations
+        # (Unrolled): their own derivative is ill-conditioned once the residuals are tiny.
+        alpha = jax.lax.stop_gradient(_mixing_weights(gram, valid, self._regularization(dtype)))
         ok = jnp.all(jnp.isfinite(alpha))
         alpha = jnp.where(ok, alpha, 0)
         mixed = alpha @ images

@@ -75,7 +75,7 @@ def iterate(
 def iterate_fixed(
     solver: AbstractFixedPointSolver, fn: Map, x0: Array, residual: Residual
 ) -> tuple[Array, Stats]:
-    """Exactly ``max_iter`` iterations in a differentiable ``fori_loop`` (for unrolled gradients)."""
+    """Exactly ``max_iter`` iterations in a differentiable ``fori_loop`` (unrolled gradients)."""
     dtype = x0.dtype
 
     def body(_: Int[Array, ""], carry: tuple) -> tuple:
