@@ -1,0 +1,270 @@
+"""Energies ``E(x; y) = λ/2 ‖A x − y‖² + R(x)``, the fixed-point maps built on them, and safe steps.
+
+Every map has the signature ``T(x, params, y) -> x`` with all learnable or swept scalars (``lam``,
+``tau``, ``gamma``, …) as array leaves of ``params``:
+
+- tied (bilevel): ``T = x − τ ∇ₓE`` (:func:`tied_foe_map`, or any energy through
+  :func:`variational_energy` and a gradient step);
+- untied (DEQ): ``T = x − τ (λ Aᵀ(A x − y) + G(x))`` with a learned ``G`` that need not be a
+  gradient (:func:`deq_conv_map`, :func:`deq_dense_map`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
+
+from ._conv import correlate, correlate_adjoint
+from .operators import AbstractOperator, FilterBank, operator_norm
+from .operators._blur import _check_boundary
+from .regularizers import fields_of_experts_grad, get_activation, get_potential
+from .regularizers._common import require_keys
+from .regularizers._potentials import AbstractPotential
+
+Map = Callable[[Array, PyTree, Array], Array]
+Energy = Callable[[Array, PyTree, Array], Array]
+
+
+def _check_op(op: Any) -> None:
+    if not (callable(op) and hasattr(op, "adjoint")):
+        raise ValueError(
+            f"op must be a linear operator with __call__ and adjoint (see jaxinv.operators), "
+            f"got {type(op).__name__}"
+        )
+
+
+def _residual_grad(op: AbstractOperator, x: Array, y: Array, lam: ArrayLike) -> Array:
+    return lam * op.adjoint(op(x) - y)
+
+
+def data_fidelity(
+    x: Float[Array, "*batch H W"],
+    y: Float[Array, "..."],
+    op: AbstractOperator,
+    lam: Float[ArrayLike, ""],
+) -> Float[Array, ""]:
+    """``λ/2 ‖A x − y‖²`` (summed over leading batch axes); its gradient is ``λ Aᵀ(A x − y)``."""
+    r = op(x) - y
+    return 0.5 * lam * jnp.sum(jnp.square(r))
+
+
+def variational_energy(
+    op: AbstractOperator, regularizer: Callable[[Array, PyTree], Array]
+) -> Energy:
+    """Build ``energy(x, params, y) = λ/2 ‖A x − y‖² + R(x, params["reg"])`` with
+    ``λ = params["lam"]``.
+
+    ``regularizer(x, reg_params) -> scalar`` is e.g. ``functools.partial(fields_of_experts,
+    potential="huber")``. ``params = {"lam": (), "reg": <regularizer params>}``; further keys
+    (such as ``"tau"`` for a gradient step) are ignored.
+    """
+    if not callable(op) or not callable(regularizer):
+        raise ValueError(
+            "variational_energy(op, regularizer) needs a callable operator (see "
+            "jaxinv.operators) and a callable regularizer(x, reg_params)"
+        )
+
+    def energy(x: Array, params: PyTree, y: Array) -> Array:
+        require_keys(params, ("lam", "reg"), "variational_energy")
+        return data_fidelity(x, y, op, params["lam"]) + regularizer(x, params["reg"])
+
+    return energy
+
+
+def tied_foe_map(
+    op: AbstractOperator,
+    *,
+    potential: str | AbstractPotential = "logcosh",
+    boundary: str = "circular",
+) -> Map:
+    """Gradient step on the fields-of-experts energy, with the explicit gradient:
+
+        T(x, params, y) = x − τ (λ Aᵀ(A x − y) + Σ_i w_i k_iᵀ * ρ'(k_i * x + b_i)),
+
+    ``params = {"lam": (), "tau": (), "reg": {"filters": (F, k, k), "weights": (F,)[, "bias":
+    (F,)]}}``. Equal to ``x − τ ∇ₓE`` for ``E = variational_energy(op, fields_of_experts)``.
+    The paper's normalised tied model ``γ c/‖W‖ Wᵀ σ(χ c/‖W‖ W x)`` is this map with filters
+    ``χ c/‖W‖ · W`` and weights ``γ/χ``.
+    """
+    _check_op(op)
+    pot = get_potential(potential)
+    _check_boundary(boundary)
+
+    def T(x: Array, params: PyTree, y: Array) -> Array:
+        require_keys(params, ("lam", "tau", "reg"), "tied_foe_map")
+        g = _residual_grad(op, x, y, params["lam"])
+        g = g + fields_of_experts_grad(x, params["reg"], potential=pot, boundary=boundary)
+        return x - params["tau"] * g
+
+    return T
+
+
+_NORMALISED_KEYS = ("chi", "c", "K_norm", "C_norm")
+
+
+def deq_conv_map(
+    op: AbstractOperator,
+    *,
+    activation: str | Callable[[Array], Array] = "tanh",
+    boundary: str = "circular",
+    normalize: bool = False,
+) -> Map:
+    """The paper's untied convolutional DEQ step:
+
+        T(x, p, y) = x − τ (λ Aᵀ(A x − y) + G(x)),
+        G(x) = γ s_C Σ_i c_iᵀ * (w_i σ(s_K (k_i * x) + b_i)),
+
+    with a second filter bank ``C ≠ K``. ``p = {"lam": (), "tau": (), "K": (F, k, k), "C": (F, k',
+    k'), "b": (F,)}`` plus optional ``"weights": (F,)`` (``w_i``, default 1) and ``"gamma": ()``
+    (default 1). Without normalisation ``s_K = s_C = 1``.
+
+    ``normalize=True`` is the paper's operator-norm normalisation ``s_K = χ c/‖K‖``, ``s_C =
+    c/‖C‖`` and needs ``p["chi"]``, ``p["c"]``, ``p["K_norm"]``, ``p["C_norm"]``: the norms are
+    *read from params*, not computed here (a power iteration in every fixed-point step would be
+    wasted). Fill them with :func:`deq_conv_norms` — after every optimiser step as the paper does
+    (then they are constants), or inside the loss before the solve (then gradients flow through
+    the power iteration).
+    """
+    _check_op(op)
+    sigma = get_activation(activation)
+    _check_boundary(boundary)
+    needed = ("lam", "tau", "K", "C", "b") + (_NORMALISED_KEYS if normalize else ())
+
+    def T(x: Array, p: PyTree, y: Array) -> Array:
+        require_keys(p, needed, "deq_conv_map")
+        k, c, b = p["K"], p["C"], p["b"]
+        nf = k.shape[0]
+        if k.ndim != 3 or c.ndim != 3 or c.shape[0] != nf or b.shape != (nf,):
+            raise ValueError(
+                f"deq_conv_map: need K (F, k, k), C (F, k', k') and b (F,) with the same F, got "
+                f"K {k.shape}, C {c.shape}, b {b.shape}"
+            )
+        z = correlate(x, k, boundary)
+        scale_out = p.get("gamma", 1.0)
+        if normalize:
+            z = (p["chi"] * p["c"] / p["K_norm"]) * z
+            scale_out = scale_out * p["c"] / p["C_norm"]
+        a = sigma(z + b[:, None, None])
+        if "weights" in p:
+            a = p["weights"][:, None, None] * a
+        g = _residual_grad(op, x, y, p["lam"]) + scale_out * correlate_adjoint(a, c, boundary)
+        return x - p["tau"] * g
+
+    return T
+
+
+def deq_conv_norms(
+    params: PyTree,
+    shape: tuple[int, int],
+    *,
+    boundary: str = "circular",
+    key: PRNGKeyArray | None = None,
+    num_iter: int = 50,
+) -> dict[str, Array]:
+    """``{"K_norm": ‖K‖₂, "C_norm": ‖C‖₂}`` for ``params["K"]``, ``params["C"]`` as filter-bank
+    operators on ``shape`` images, by power iteration (:func:`jaxinv.operators.operator_norm`).
+
+    Use ``params |= deq_conv_norms(params, (H, W))`` before :func:`deq_conv_map` with
+    ``normalize=True``.
+    """
+    require_keys(params, ("K", "C"), "deq_conv_norms")
+    kw = dict(key=key, num_iter=num_iter, dtype=params["K"].dtype)
+    return {
+        "K_norm": operator_norm(FilterBank(params["K"], boundary), shape, **kw),
+        "C_norm": operator_norm(FilterBank(params["C"], boundary), shape, **kw),
+    }
+
+
+def deq_dense_map(
+    op: AbstractOperator, *, activation: str | Callable[[Array], Array] = "relu"
+) -> Map:
+    """The paper's untied dense (MNIST) DEQ step on flattened images ``vec(x) ∈ R^d``:
+
+        T(x, p, y) = x − τ (λ Aᵀ(A x − y) + γ V σ(W vec(x) + b)),
+
+    ``p = {"lam": (), "tau": (), "gamma": (), "W": (m, d), "V": (d, m), "b": (m,)}``. With
+    ``V = Wᵀ`` and ``σ = ψ'`` this is the gradient step on ``λ/2 ‖A x − y‖² + dense(x)``.
+    """
+    _check_op(op)
+    sigma = get_activation(activation)
+
+    def T(x: Array, p: PyTree, y: Array) -> Array:
+        require_keys(p, ("lam", "tau", "gamma", "W", "V", "b"), "deq_dense_map")
+        w, v, b = p["W"], p["V"], p["b"]
+        d = x.shape[-2] * x.shape[-1]
+        m = w.shape[0]
+        if w.shape != (m, d) or v.shape != (d, m) or b.shape != (m,):
+            raise ValueError(
+                f"deq_dense_map: for {x.shape[-2:]} images need W (m, {d}), V ({d}, m), b (m,), "
+                f"got W {w.shape}, V {v.shape}, b {b.shape}"
+            )
+        u = x.reshape(x.shape[:-2] + (d,))
+        g_reg = p["gamma"] * (sigma(u @ w.T + b) @ v.T)
+        g = _residual_grad(op, x, y, p["lam"]) + g_reg.reshape(x.shape)
+        return x - p["tau"] * g
+
+    return T
+
+
+def lipschitz_bound(
+    op_norm: Float[ArrayLike, ""],
+    lam: Float[ArrayLike, ""],
+    filters: Float[Array, "F k k"],
+    weights: Float[Array, " F"],
+    potential: str | AbstractPotential = "logcosh",
+) -> Float[Array, ""]:
+    """Upper bound on the Lipschitz constant of ``∇E`` for the fields-of-experts energy:
+
+        L = λ ‖A‖² + sup|ρ''| · Σ_i |w_i| ‖k_i‖₁².
+
+    ``∇²E = λ AᵀA + Σ_i w_i K_iᵀ D_i K_i`` with ``D_i = diag(ρ''(K_i x + b_i))``, ``‖D_i‖ ≤
+    sup|ρ''|``. By Young's inequality ``‖k * x‖₂ ≤ ‖k‖₁ ‖x‖₂``: for the circular boundary it
+    holds on the discrete torus (convolution on a group); for the zero boundary ``k * x`` is the
+    restriction to the image of the full convolution of the zero-extended ``x`` on ``Z²``, and
+    restricting only lowers the norm. So ``‖K_i‖ ≤ ‖k_i‖₁`` for both boundaries and
+    ``‖∇²E‖ ≤ L``. ``op_norm`` is ``‖A‖₂`` (e.g. :func:`jaxinv.operators.operator_norm`; 1 for
+    the identity and masks, 1 for a blur whose non-negative kernel sums to 1).
+    """
+    pot = get_potential(potential)
+    filters = jnp.asarray(filters)
+    if filters.ndim != 3 or jnp.shape(weights) != (filters.shape[0],):
+        raise ValueError(
+            f"need filters (F, k, k) and weights (F,), got {filters.shape} and {jnp.shape(weights)}"
+        )
+    l1 = jnp.sum(jnp.abs(filters), axis=(1, 2))
+    return lam * op_norm**2 + pot.sup_ddrho * jnp.sum(jnp.abs(weights) * l1**2)
+
+
+def dense_lipschitz_bound(
+    op_norm: Float[ArrayLike, ""],
+    lam: Float[ArrayLike, ""],
+    W: Float[Array, "m d"],
+    gamma: Float[ArrayLike, ""],
+    potential: str | AbstractPotential = "logcosh",
+) -> Float[Array, ""]:
+    """``L = λ ‖A‖² + sup|ρ''| · |γ| · ‖W‖₂²`` bounds the Lipschitz constant of ``∇E`` for the
+    dense energy (``∇²R = γ Wᵀ diag(ψ'') W``); ``‖W‖₂`` is computed exactly by an SVD."""
+    pot = get_potential(potential)
+    return lam * op_norm**2 + pot.sup_ddrho * jnp.abs(gamma) * jnp.linalg.norm(W, 2) ** 2
+
+
+def safe_step(
+    op_norm: Float[ArrayLike, ""],
+    lam: Float[ArrayLike, ""],
+    filters: Float[Array, "F k k"],
+    weights: Float[Array, " F"],
+    potential: str | AbstractPotential = "logcosh",
+) -> Float[Array, ""]:
+    """``τ = 1 / L`` with ``L`` from :func:`lipschitz_bound` (for the dense model use
+    ``1 / dense_lipschitz_bound(...)``).
+
+    Then the spectrum of ``∂T = I − τ ∇²E`` lies in ``[1 − τL, 1 − τμ] ⊂ [0, 1]`` wherever
+    ``∇²E ⪰ μ I ⪰ 0``: for a convex energy (every potential but ``"student_t"``) the tied map is
+    firmly non-expansive (Baillon–Haddad), and a contraction with factor ``1 − μ/L`` if ``E`` is
+    ``μ``-strongly convex (e.g. denoising, ``μ ≥ λ``). For the non-convex Student-t potential only
+    ``‖∂T‖ ≤ 2`` is guaranteed.
+    """
+    return 1.0 / lipschitz_bound(op_norm, lam, filters, weights, potential)
