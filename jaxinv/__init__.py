@@ -5,6 +5,7 @@ and deep equilibrium models (untied learned maps) are two configurations of it.
 """
 
 from . import data as data
+from . import distributed as distributed
 from . import energies as energies
 from . import metrics as metrics
 from . import operators as operators
