@@ -1,0 +1,62 @@
+"""Training: configuration, the jitted step, the loop with checkpoints, and loading runs.
+
+```python
+from jaxinv.train import TrainConfig, train, load_run, reconstruct
+
+result = train(TrainConfig(model="deq", arch="foe", steps=200), "runs/deq-foe")
+config, instance, params = load_run("runs/deq-foe")
+sol = reconstruct(instance, config.make_task(), params, y)
+```
+"""
+
+from ._checkpoint import CheckpointError as CheckpointError
+from ._checkpoint import RunExistsError as RunExistsError
+from ._checkpoint import load_checkpoint as load_checkpoint
+from ._checkpoint import save_checkpoint as save_checkpoint
+from ._config import DEFAULT_ADJOINT as DEFAULT_ADJOINT
+from ._config import TrainConfig as TrainConfig
+from ._data import Examples as Examples
+from ._data import batch_indices as batch_indices
+from ._data import make_datasets as make_datasets
+from ._loop import TrainResult as TrainResult
+from ._loop import build_instance as build_instance
+from ._loop import load_run as load_run
+from ._loop import read_metrics as read_metrics
+from ._loop import train as train
+from ._step import TrainState as TrainState
+from ._step import TrainStep as TrainStep
+from ._step import evaluate as evaluate
+from ._step import init_state as init_state
+from ._step import make_loss_fn as make_loss_fn
+from ._step import make_optimizer as make_optimizer
+from ._step import make_schedule as make_schedule
+from ._step import make_train_step as make_train_step
+from ._step import reconstruct as reconstruct
+from ._step import solve_batch as solve_batch
+
+__all__ = [
+    "DEFAULT_ADJOINT",
+    "CheckpointError",
+    "Examples",
+    "RunExistsError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "TrainStep",
+    "batch_indices",
+    "build_instance",
+    "evaluate",
+    "init_state",
+    "load_checkpoint",
+    "load_run",
+    "make_datasets",
+    "make_loss_fn",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "read_metrics",
+    "reconstruct",
+    "save_checkpoint",
+    "solve_batch",
+    "train",
+]

@@ -1,0 +1,228 @@
+"""The training configuration: one frozen, JSON-round-trippable dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from .._adjoint import AbstractAdjoint, Implicit, JacobianFree
+from ..models import ARCHITECTURES, AbstractModel, get_model
+from ..solvers import AbstractFixedPointSolver, Anderson, Picard
+from ..tasks import DATASETS, TASKS, Task, make_task
+
+MODELS = ("bilevel", "deq")
+SCHEDULES = ("cosine", "linear", "constant")
+SOLVERS = ("anderson", "picard")
+ADJOINTS = ("cg", "gmres", "fixed_point", "anderson", "jfb")
+#: Fields that do not change the trained parameters (ignored when matching a checkpoint).
+NON_SEMANTIC = ("checkpoint_every", "eval_every")
+
+# The adjoint each configuration uses unless ``adjoint`` is set.
+DEFAULT_ADJOINT = {"bilevel": "cg", "deq": "gmres"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; ``TrainConfig.from_dict(c.to_dict()) == c``.
+
+    The configuration is chosen by ONE argument, ``model``: ``"bilevel"`` trains the tied map
+    (a gradient step on the energy) with the conjugate-gradient adjoint, ``"deq"`` the untied
+    map with GMRES (``adjoint="fixed_point"`` is the paper's choice for both).
+
+    Attributes:
+        task: ``"denoise"``, ``"inpaint"`` or ``"deblur"``.
+        task_options: :class:`jaxinv.tasks.Task` fields overriding the dataset's defaults (see
+            :func:`jaxinv.tasks.make_task`), e.g. ``{"sigma": 0.05, "mask": "block"}``.
+        model: ``"bilevel"`` (tied) or ``"deq"`` (untied).
+        arch: architecture name in :data:`jaxinv.models.ARCHITECTURES`.
+        arch_options: its hyperparameters (see the architecture's class).
+        dataset: ``"natural"`` (scikit-image photographs on [0, 1], random patches) or
+            ``"mnist"`` (28×28 digits on [−1, 1]; ``patch_size`` is ignored).
+        patch_size: side of the square training/validation patches (natural images).
+        num_train: size of the fixed training set (patches or digits).
+        num_val: size of the fixed validation set (drawn from the ``val`` split with a fixed
+            seed, the same for every run).
+        max_image_size: natural images are block-averaged down to at most this longer side.
+        batch_size: examples per step.
+        steps: optimiser steps.
+        lr, lr_final: Adam learning rate, decayed to ``lr_final`` by ``schedule`` (``"cosine"``,
+            ``"linear"`` or ``"constant"``).
+        clip_norm: clip the gradient's global norm (``None``: no clipping).
+        solver: forward solver, ``"anderson"`` or ``"picard"``; ``tol``, ``max_iter``,
+            ``memory`` (Anderson), ``relaxation`` (Picard).
+        adjoint: ``"cg"``, ``"gmres"``, ``"fixed_point"``, ``"anderson"`` or ``"jfb"``
+            (Jacobian-free); ``None`` picks :data:`DEFAULT_ADJOINT` for ``model``;
+            ``adjoint_tol``, ``adjoint_max_iter``.
+        throw: raise on a non-converged solve (otherwise failures are only reported in the
+            metrics; non-finite losses always raise).
+        seed: model initialisation, training set and noise, data order (a pure function of
+            ``(seed, step)``).
+        checkpoint_every: checkpoint every so many steps (and always at the end); 0: only at the
+            end.
+        eval_every: validation PSNR/SSIM every so many steps (and at the start and the end);
+            0: only at the end.
+        warm_start: start each example's solve from its previous fixed point.
+    """
+
+    task: str = "denoise"
+    task_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: str = "bilevel"
+    arch: str = "foe"
+    arch_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    dataset: str = "natural"
+    patch_size: int = 32
+    num_train: int = 256
+    num_val: int = 16
+    max_image_size: int = 256
+    batch_size: int = 8
+    steps: int = 200
+    lr: float = 1e-3
+    lr_final: float = 1e-5
+    schedule: str = "cosine"
+    clip_norm: float | None = None
+    solver: str = "anderson"
+    tol: float = 1e-4
+    max_iter: int = 300
+    memory: int = 5
+    relaxation: float = 1.0
+    adjoint: str | None = None
+    adjoint_tol: float = 1e-4
+    adjoint_max_iter: int = 300
+    throw: bool = False
+    seed: int = 0
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    warm_start: bool = False
+
+    def __post_init__(self) -> None:
+        _choose("task", self.task, TASKS)
+        _choose("model", self.model, MODELS)
+        _choose("arch", self.arch, tuple(ARCHITECTURES))
+        _choose("dataset", self.dataset, DATASETS)
+        _choose("schedule", self.schedule, SCHEDULES)
+        _choose("solver", self.solver, SOLVERS)
+        if self.adjoint is not None:
+            _choose("adjoint", self.adjoint, ADJOINTS)
+        for name in ("patch_size", "num_train", "num_val", "max_image_size", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("steps", "max_iter", "adjoint_max_iter", "memory"):
+            _positive_int(name, getattr(self, name))
+        for name in ("checkpoint_every", "eval_every", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"TrainConfig: {name} must be a non-negative integer, got {v!r}")
+        for name in ("lr", "tol", "adjoint_tol"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.lr_final <= self.lr:
+            raise ValueError(f"TrainConfig: need 0 <= lr_final <= lr, got {self.lr_final}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(
+                f"TrainConfig: clip_norm must be positive or None, got {self.clip_norm}"
+            )
+        if self.batch_size > self.num_train:
+            raise ValueError(
+                f"TrainConfig: batch_size {self.batch_size} exceeds num_train {self.num_train}"
+            )
+        if self.model == "deq" and not ARCHITECTURES[self.arch].untied_ok:
+            raise ValueError(
+                f"TrainConfig: arch {self.arch!r} has no untied (DEQ) map; use model='bilevel'"
+            )
+        object.__setattr__(self, "task_options", dict(self.task_options))
+        object.__setattr__(self, "arch_options", dict(self.arch_options))
+        # fail early on bad options
+        self.make_task()
+        self.make_arch()
+        self.forward_solver()
+        self.adjoint_strategy()
+
+    # ---- derived objects -------------------------------------------------------------------
+
+    @property
+    def tied(self) -> bool:
+        """``True`` for bilevel (tied map), ``False`` for DEQ."""
+        return self.model == "bilevel"
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """Training image shape: ``(28, 28)`` for MNIST, else ``(patch_size, patch_size)``."""
+        return (28, 28) if self.dataset == "mnist" else (self.patch_size, self.patch_size)
+
+    @property
+    def data_range(self) -> float:
+        """Width of the value range for PSNR/SSIM: 2 for MNIST on [−1, 1], 1 otherwise."""
+        return 2.0 if self.dataset == "mnist" else 1.0
+
+    @property
+    def adjoint_method(self) -> str:
+        """The adjoint method in use (``adjoint`` or the model's default)."""
+        return self.adjoint or DEFAULT_ADJOINT[self.model]
+
+    def make_task(self) -> Task:
+        """The :class:`jaxinv.tasks.Task` (dataset defaults overridden by ``task_options``)."""
+        return make_task(self.task, dataset=self.dataset, **self.task_options)
+
+    def make_arch(self) -> AbstractModel:
+        """The architecture with ``arch_options``."""
+        return get_model(self.arch, **self.arch_options)
+
+    def forward_solver(self) -> AbstractFixedPointSolver:
+        """The forward fixed-point solver."""
+        if self.solver == "anderson":
+            return Anderson(tol=self.tol, max_iter=self.max_iter, memory=self.memory)
+        return Picard(tol=self.tol, max_iter=self.max_iter, relaxation=self.relaxation)
+
+    def adjoint_strategy(self) -> AbstractAdjoint:
+        """The gradient strategy for :func:`jaxinv.fixed_point`."""
+        method = self.adjoint_method
+        if method == "jfb":
+            return JacobianFree()
+        return Implicit(
+            method=method, tol=self.adjoint_tol, max_iter=self.adjoint_max_iter, memory=self.memory
+        )
+
+    # ---- serialisation ---------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = set(d) - known
+        if extra:
+            raise ValueError(f"TrainConfig: unknown fields {sorted(extra)}; known {sorted(known)}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        """JSON text (sorted keys, indented)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def differences(self, other: TrainConfig, *, semantic_only: bool = True) -> list[str]:
+        """Names of the fields where ``self`` and ``other`` differ (ignoring
+        :data:`NON_SEMANTIC` fields unless ``semantic_only=False``)."""
+        a, b = self.to_dict(), other.to_dict()
+        skip = NON_SEMANTIC if semantic_only else ()
+        return [k for k in a if k not in skip and a[k] != b.get(k)]
+
+
+def _choose(what: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"TrainConfig: unknown {what} {value!r}; choose one of {list(choices)}")
+
+
+def _positive_int(name: str, v: Any) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise ValueError(f"TrainConfig: {name} must be a positive integer, got {v!r}")

@@ -1,0 +1,85 @@
+"""Fixed training and validation sets, and a data order that is a pure function of (seed, step)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data import load_images, load_mnist, sample_patches
+from ..tasks import Task
+from ._config import TrainConfig
+
+#: Seed of the validation set and its noise: the same for every run, so runs are comparable.
+VAL_SEED = 20240611
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Examples:
+    """Clean images ``x`` and measurements ``y`` (numpy, ``(n, H, W)``, default float dtype)."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """``{"x", "y", "ids"}`` for the example indices ``ids``."""
+        ids = np.asarray(ids, dtype=np.int32)
+        return {"x": self.x[ids], "y": self.y[ids], "ids": ids}
+
+
+@functools.lru_cache(maxsize=4)
+def _natural(split: str, max_size: int) -> tuple[np.ndarray, ...]:
+    """The natural images of a split (cached: decoding and downscaling takes seconds)."""
+    images = tuple(load_images(split, max_size=max_size))
+    for im in images:
+        im.flags.writeable = False
+    return images
+
+
+def _clean(config: TrainConfig, split: str, count: int, seed: int) -> np.ndarray:
+    if config.dataset == "mnist":
+        images = load_mnist(split).images
+        if count > len(images):
+            raise ValueError(
+                f"MNIST {split} split has {len(images)} digits, fewer than the {count} requested"
+            )
+        return images[:count]
+    images = _natural(split, config.max_image_size)
+    return sample_patches(images, config.patch_size, count, seed=seed)
+
+
+def _degrade(task: Task, x: np.ndarray, seed: int) -> Examples:
+    dtype = jnp.result_type(float)
+    xj = jnp.asarray(x, dtype=dtype)
+    y = task.degrade(xj, jax.random.PRNGKey(seed))
+    return Examples(np.asarray(xj), np.asarray(y))
+
+
+def make_datasets(config: TrainConfig, task: Task | None = None) -> tuple[Examples, Examples]:
+    """The fixed training set (``num_train`` examples, patches and noise drawn from ``seed``)
+    and validation set (``num_val`` examples from the ``val`` split, drawn from
+    :data:`VAL_SEED`)."""
+    task = config.make_task() if task is None else task
+    train = _degrade(task, _clean(config, "train", config.num_train, config.seed), config.seed)
+    val = _degrade(task, _clean(config, "val", config.num_val, VAL_SEED), VAL_SEED)
+    return train, val
+
+
+def batch_indices(seed: int, step: int, num: int, batch: int) -> np.ndarray:
+    """Example indices of step ``step``: epochs are seeded permutations of ``range(num)``
+    (epoch ``e`` uses ``default_rng([seed, e])``) read ``batch`` at a time, so the order is a pure
+    function of ``(seed, step)`` and a resumed run sees exactly the same batches."""
+    pos = step * batch + np.arange(batch)
+    epochs, within = np.divmod(pos, num)
+    out = np.empty(batch, dtype=np.int32)
+    for e in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(e)]).permutation(num)
+        sel = epochs == e
+        out[sel] = perm[within[sel]]
+    return out

@@ -1,0 +1,461 @@
+"""The training loop: progress, metrics as JSON lines, validation, checkpoints, resuming."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import PyTree
+
+from ..metrics import psnr, ssim
+from ..models import ModelInstance, tune_tv
+from ..tasks import Task
+from ._checkpoint import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    CheckpointError,
+    RunExistsError,
+    atomic_write_text,
+    leftover_temp_files,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
+from ._config import TrainConfig
+from ._data import Examples, batch_indices, make_datasets
+from ._step import TrainState, TrainStep, init_state, make_train_step, reconstruct
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        params: the trained parameters.
+        history: every record of ``metrics.jsonl`` in order (``{"kind": "train" | "val" |
+            "tune", "step": ..., ...}``; see :func:`train`).
+        config, instance, state: the configuration, the built model and the final
+            :class:`TrainState`.
+        out_dir: the run directory.
+        finished: ``True`` if ``config.steps`` were reached (``False`` when stopped by
+            ``until``).
+        step_fn: the compiled :class:`TrainStep` (shared by later runs of the same
+            configuration in this process; ``step_fn.trace_count`` counts its compilations).
+    """
+
+    params: PyTree
+    history: list[dict[str, Any]]
+    config: TrainConfig
+    instance: ModelInstance
+    state: TrainState
+    out_dir: Path
+    finished: bool
+    step_fn: TrainStep | None = None
+
+
+def build_instance(
+    config: TrainConfig, image_shape: tuple[int, int] | None = None
+) -> tuple[Task, ModelInstance]:
+    """The task and the model instance a configuration trains (``image_shape`` defaults to the
+    training shape); the initialisation key is ``PRNGKey(config.seed)``.
+
+    Instances are cached per (task, architecture, model, shape, seed) within a process, so
+    resuming or re-evaluating a run reuses its compiled functions.
+    """
+    shape = config.image_shape if image_shape is None else tuple(int(s) for s in image_shape)
+    key = json.dumps(
+        [
+            config.make_task().to_dict(),
+            config.arch,
+            config.make_arch().options(),
+            config.tied,
+            list(shape),
+            config.seed,
+            str(jnp.result_type(float)),
+        ],
+        sort_keys=True,
+    )
+    if key not in _INSTANCES:
+        task = config.make_task()
+        arch = config.make_arch()
+        inst = arch.build(jax.random.PRNGKey(config.seed), task, shape, config.tied)
+        _remember(_INSTANCES, key, (task, inst))
+    return _INSTANCES[key]
+
+
+_INSTANCES: collections.OrderedDict[str, Any] = collections.OrderedDict()
+_STEPS: collections.OrderedDict[Any, TrainStep] = collections.OrderedDict()
+_CACHE_SIZE = 8
+
+
+def _remember(cache: collections.OrderedDict, key: Any, value: Any) -> None:
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+def _step_for(instance: ModelInstance, task: Task, config: TrainConfig) -> TrainStep:
+    """A cached :class:`TrainStep` (one compilation per instance and semantic configuration)."""
+    key = (id(instance), config.replace(checkpoint_every=0, eval_every=0).to_json())
+    hit = _STEPS.get(key)
+    if hit is None or hit.instance is not instance:
+        hit = make_train_step(instance, task, config)
+        _remember(_STEPS, key, hit)
+    return hit
+
+
+def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``out_dir/metrics.jsonl`` (a truncated last line is skipped)."""
+    path = Path(out_dir) / METRICS
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def _truncate_metrics(out_dir: Path, step: int) -> None:
+    """Drop records written after the checkpoint being resumed from."""
+    kept = [r for r in read_metrics(out_dir) if r.get("step", 0) <= step]
+    atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def _meta(config: TrainConfig, instance: ModelInstance, elapsed: float) -> dict[str, Any]:
+    return {
+        "config": config.to_dict(),
+        "arch": instance.arch,
+        "tied": instance.tied,
+        "image_shape": list(instance.image_shape),
+        "num_params": instance.num_params(),
+        "elapsed": elapsed,
+    }
+
+
+def _check_header(path: Path, header: dict[str, Any], config: TrainConfig) -> None:
+    try:
+        saved = TrainConfig.from_dict(header["config"])
+    except Exception as err:
+        raise CheckpointError(
+            f"checkpoint {path} holds a configuration this version cannot read ({err}); use "
+            "another out_dir or pass overwrite=True"
+        ) from err
+    diff = saved.differences(config)
+    if diff:
+        detail = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in diff)
+        raise CheckpointError(
+            f"{path} belongs to a run with another configuration ({detail}). Resume it with its "
+            f"own configuration (load_run or TrainConfig.from_json of {CONFIG}), use another "
+            "out_dir, or pass overwrite=True to replace it."
+        )
+
+
+def _val_record(
+    step_fn: TrainStep, task: Task, params: PyTree, val: Examples, config: TrainConfig, step: int
+) -> dict[str, Any]:
+    sol = reconstruct(step_fn.instance, task, params, val.y, solver=config.forward_solver())
+    x = jnp.asarray(val.x, sol.value.dtype)
+    return {
+        "kind": "val",
+        "step": step,
+        "psnr": float(jnp.mean(psnr(sol.value, x, config.data_range))),
+        "ssim": float(jnp.mean(ssim(sol.value, x, config.data_range))),
+        "mse": float(jnp.mean(jnp.square(sol.value - x))),
+        "fwd_iters": float(np.mean(np.asarray(sol.stats.iterations))),
+        "fwd_converged": float(np.mean(np.asarray(sol.stats.converged))),
+    }
+
+
+def _input_record(task: Task, instance: ModelInstance, val: Examples, config: TrainConfig):
+    x = jnp.asarray(val.x)
+    xin = jnp.asarray(val.y, x.dtype)  # the measurements: every operator keeps the image shape
+    return {
+        "kind": "val_input",
+        "step": 0,
+        "psnr": float(jnp.mean(psnr(xin, x, config.data_range))),
+        "ssim": float(jnp.mean(ssim(xin, x, config.data_range))),
+    }
+
+
+def _prepare_dir(out: Path, config: TrainConfig, resume: bool, overwrite: bool):
+    """Returns the checkpoint header to resume from, or ``None`` to start afresh."""
+    out.mkdir(parents=True, exist_ok=True)
+    for tmp in leftover_temp_files(out):
+        warnings.warn(
+            f"removing {tmp}: a temporary file left by a write that was interrupted (the process "
+            "was killed mid-write); the last complete checkpoint is unaffected",
+            stacklevel=3,
+        )
+        tmp.unlink(missing_ok=True)
+    ckpt = out / CHECKPOINT
+    if not ckpt.exists():
+        # A run killed before its first checkpoint left only config.json/metrics.jsonl: start
+        # it afresh if it is this configuration; refuse to mix with another run's output.
+        if (out / METRICS).exists() and not overwrite:
+            try:
+                saved = TrainConfig.from_json((out / CONFIG).read_text())
+            except (OSError, ValueError, TypeError):
+                saved = None
+            if saved is None or saved.differences(config):
+                raise RunExistsError(
+                    f"{out} holds {METRICS} of another run (and no {CHECKPOINT}). Use another "
+                    "out_dir or pass overwrite=True."
+                )
+        return None
+    if overwrite:
+        return None
+    header, _ = read_header(ckpt)  # CheckpointError if truncated/corrupt
+    if header.get("finished"):
+        raise RunExistsError(
+            f"{out} already holds a finished run ({header.get('step')} steps). Load it with "
+            "jaxinv.train.load_run, use another out_dir, or pass overwrite=True to train again."
+        )
+    _check_header(ckpt, header, config)
+    if not resume:
+        raise RunExistsError(
+            f"{out} holds an unfinished run at step {header.get('step')}; pass resume=True to "
+            "continue it or overwrite=True to start afresh."
+        )
+    return header
+
+
+def _clear(out: Path) -> None:
+    for name in (CHECKPOINT, METRICS, CONFIG):
+        (out / name).unlink(missing_ok=True)
+
+
+class _Loop:
+    """Per-step bookkeeping of :func:`train`: metrics, timing, checkpoints."""
+
+    def __init__(self, config, out, task, inst, step_fn, val, metrics_file, elapsed):
+        self.config, self.out, self.task, self.inst = config, out, task, inst
+        self.step_fn, self.val, self.file, self.elapsed = step_fn, val, metrics_file, elapsed
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.file.write(json.dumps(record) + "\n")
+
+    def step(self, state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict]:
+        t0 = time.perf_counter()
+        new, m = self.step_fn(state, batch)
+        m = {k: float(v) for k, v in jax.device_get(m).items()}
+        self.elapsed += time.perf_counter() - t0
+        done = int(new.step)
+        if not math.isfinite(m["loss"]):
+            raise FloatingPointError(
+                f"the training loss became {m['loss']} at step {done} (forward residual "
+                f"{m['fwd_residual']:.3g}, backward residual {m['bwd_residual']:.3g}). Lower lr, "
+                "set clip_norm, tighten tol or raise max_iter; the last checkpoint is intact."
+            )
+        self.log({"kind": "train", "step": done, "time": self.elapsed, **m})
+        return new, m
+
+    def save(self, state: TrainState) -> None:
+        self.file.flush()
+        step = int(state.step)
+        save_checkpoint(
+            self.out / CHECKPOINT,
+            state,
+            step=step,
+            finished=step == self.config.steps,
+            meta=_meta(self.config, self.inst, self.elapsed),
+        )
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    resume: bool = True,
+    overwrite: bool = False,
+    until: int | None = None,
+) -> TrainResult:
+    """Train ``config`` and write the run to ``out_dir``.
+
+    Files: ``config.json`` (the configuration), ``metrics.jsonl`` (one JSON record per line:
+    ``kind="train"`` per step with :class:`TrainStep`'s metrics plus ``step`` (steps done) and
+    ``time`` (training seconds so far); ``kind="val"`` every ``eval_every`` steps, at the start
+    and at the end, with ``psnr``, ``ssim``, ``mse``, ``fwd_iters``, ``fwd_converged``;
+    ``kind="val_input"`` once, the PSNR/SSIM of the measurements ``y``) and ``checkpoint.eqx`` (see
+    :mod:`jaxinv.train._checkpoint`), written atomically every ``checkpoint_every`` steps and at
+    the end, holding the :class:`TrainState` (parameters, optimiser state, step, warm-start
+    buffer) and the configuration. The data order and the noise are pure functions of
+    ``(seed, step)``, so a killed run resumed from its checkpoint ends with exactly the
+    parameters of an uninterrupted run.
+
+    Args:
+        config: the configuration.
+        out_dir: run directory (created).
+        progress: show a tqdm progress bar (loss, PSNR, forward/backward iterations).
+        resume: continue an unfinished run found in ``out_dir`` (its configuration must match,
+            except ``checkpoint_every``/``eval_every``); ``False`` refuses to touch it.
+        overwrite: discard whatever run ``out_dir`` holds (finished or not) and start afresh.
+        until: stop after this many steps (checkpointing there) without finishing the run, as
+            if it had been killed; a later call resumes it.
+
+    ``arch="tv"`` is not trained by gradients: its weight is tuned on the validation set by
+    :func:`jaxinv.models.tune_tv` (records ``kind="tune"``) and saved as a finished run.
+
+    Raises:
+        RunExistsError: ``out_dir`` holds a finished run, or an unfinished one with
+            ``resume=False`` (pass ``overwrite=True``).
+        CheckpointError: the checkpoint is corrupt or from another configuration.
+        FloatingPointError: the loss became non-finite.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if until is not None and (not isinstance(until, int) or until < 1):
+        raise ValueError(f"until must be a positive integer or None, got {until!r}")
+    out = Path(out_dir)
+    header = _prepare_dir(out, config, resume, overwrite)
+    if header is None:
+        _clear(out)
+    atomic_write_text(out / CONFIG, config.to_json() + "\n")
+
+    task, inst = build_instance(config)
+    train_set, val_set = make_datasets(config, task)
+    if config.arch == "tv":
+        return _tune_tv_run(config, out, task, inst, val_set)
+
+    step_fn = _step_for(inst, task, config)
+    state = init_state(inst, config, len(train_set))
+    elapsed = 0.0
+    if header is not None:
+        header, state = load_checkpoint(out / CHECKPOINT, state)
+        elapsed = float(header.get("elapsed", 0.0))
+        _truncate_metrics(out, int(header["step"]))
+    start = int(state.step)
+    stop = config.steps if until is None else min(until, config.steps)
+
+    with open(out / METRICS, "a") as metrics_file:
+        run = _Loop(config, out, task, inst, step_fn, val_set, metrics_file, elapsed)
+        if start == 0:
+            run.log(_input_record(task, inst, val_set, config))
+            if config.eval_every:
+                run.log(_val_record(step_fn, task, state.params, val_set, config, 0))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.steps, initial=start, desc=f"{config.model}/{config.arch}")
+        saved = start
+        try:
+            for s in range(start, stop):
+                ids = batch_indices(config.seed, s, len(train_set), config.batch_size)
+                new_state, m = run.step(state, train_set.batch(ids))
+                state = new_state  # only once its metrics are logged: a consistent state
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        loss=f"{m['loss']:.3g}",
+                        psnr=f"{m['psnr']:.2f}",
+                        fwd=f"{m['fwd_iters']:.0f}",
+                        bwd=f"{m['bwd_iters']:.0f}",
+                        refresh=False,
+                    )
+                done = s + 1
+                if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
+                    run.log(_val_record(step_fn, task, state.params, val_set, config, done))
+                if (
+                    config.checkpoint_every and done % config.checkpoint_every == 0
+                ) or done == stop:
+                    run.save(state)
+                    saved = done
+        except KeyboardInterrupt:
+            if int(state.step) > saved:  # Ctrl-C keeps the progress made
+                run.save(state)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    return TrainResult(
+        params=state.params,
+        history=read_metrics(out),
+        config=config,
+        instance=inst,
+        state=state,
+        out_dir=out,
+        finished=int(state.step) == config.steps,
+        step_fn=step_fn,
+    )
+
+
+def _tune_tv_run(
+    config: TrainConfig, out: Path, task: Task, inst: ModelInstance, val: Examples
+) -> TrainResult:
+    eps = inst.params["eps"]
+    tuning = tune_tv(
+        task,
+        val.x,
+        y=val.y,
+        eps=float(eps),
+        data_range=config.data_range,
+        solver=config.forward_solver(),
+    )
+    recs: list[dict[str, Any]] = [
+        {"kind": "val_input", "step": 0, "psnr": tuning.input_psnr},
+    ]
+    recs += [{"kind": "tune", "step": 0, "weight": w, "psnr": p} for w, p in tuning.trials]
+    recs.append({"kind": "val", "step": config.steps, "psnr": tuning.psnr, "weight": tuning.weight})
+    atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in recs))
+    state = init_state(inst, config, config.num_train)
+    state = TrainState(
+        jnp.asarray(config.steps, jnp.int32),
+        tuning.params,
+        state.opt_state,
+        state.buffer,
+        state.seen,
+    )
+    save_checkpoint(
+        out / CHECKPOINT, state, step=config.steps, finished=True, meta=_meta(config, inst, 0.0)
+    )
+    return TrainResult(tuning.params, read_metrics(out), config, inst, state, out, True)
+
+
+def load_run(
+    out_dir: str | os.PathLike, *, image_shape: tuple[int, int] | None = None
+) -> tuple[TrainConfig, ModelInstance, PyTree]:
+    """Load a run written by :func:`train` (finished or not): ``(config, model_instance,
+    params)`` from its last checkpoint.
+
+    The instance is built for the training image shape, or for ``image_shape`` (e.g. whole test
+    images; not possible for ``"dense"``, whose size is fixed); the loaded parameters are then
+    refreshed for that shape (operator norms and step). Use :func:`reconstruct` to evaluate.
+    """
+    out = Path(out_dir)
+    path = out / CHECKPOINT
+    if not path.exists():
+        raise CheckpointError(f"no {CHECKPOINT} in {out}: not a finished or started jaxinv run")
+    header, _ = read_header(path)
+    config = TrainConfig.from_dict(header["config"])
+    task, inst = build_instance(config)
+    n = config.num_train
+    _, state = load_checkpoint(path, init_state(inst, config, n))
+    params = state.params
+    if image_shape is not None and tuple(image_shape) != inst.image_shape:
+        _, inst = build_instance(config, image_shape)
+        same = jax.tree.structure(params) == jax.tree.structure(inst.params) and all(
+            np.shape(a) == np.shape(b)
+            for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(inst.params), strict=True)
+        )
+        if not same:
+            raise ValueError(
+                f"the {config.arch!r} parameters were trained for {config.image_shape} images and "
+                f"do not fit {tuple(image_shape)} images (the architecture's size is fixed)"
+            )
+        params = jax.jit(inst.refresh)(params)
+    return config, inst, params

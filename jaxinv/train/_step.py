@@ -1,0 +1,279 @@
+"""One jitted training step, the optimiser, and batched reconstruction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float, Int, PyTree
+
+from .._fixed_point import fixed_point
+from .._solution import BackwardProbe, Solution
+from ..metrics import psnr, ssim
+from ..models import ModelInstance
+from ..solvers import AbstractFixedPointSolver, Anderson
+from ..tasks import Task
+from ._config import TrainConfig
+
+
+class TrainState(eqx.Module):
+    """Everything that changes during training (and is checkpointed).
+
+    Attributes:
+        step: optimiser steps taken.
+        params: model parameters.
+        opt_state: optax state.
+        buffer: warm-start buffer ``(num_train, H, W)``: each example's last fixed point
+            (``None`` without warm starts).
+        seen: ``(num_train,)`` whether ``buffer`` holds a fixed point for the example.
+    """
+
+    step: Int[Array, ""]
+    params: PyTree
+    opt_state: PyTree
+    buffer: Float[Array, "n H W"] | None = None
+    seen: Array | None = None
+
+
+def make_schedule(config: TrainConfig) -> optax.Schedule:
+    """Learning-rate schedule: cosine or linear decay from ``lr`` to ``lr_final`` over ``steps``,
+    or constant ``lr``."""
+    if config.schedule == "cosine":
+        return optax.cosine_decay_schedule(
+            config.lr, config.steps, alpha=config.lr_final / config.lr
+        )
+    if config.schedule == "linear":
+        return optax.linear_schedule(config.lr, config.lr_final, config.steps)
+    return optax.constant_schedule(config.lr)
+
+
+def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTransformation:
+    """Adam with :func:`make_schedule` (after optional global-norm clipping) on the trainable
+    leaves; frozen leaves (``trainable`` False) get zero updates."""
+    parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+    parts.append(optax.adam(make_schedule(config)))
+    labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    return optax.multi_transform(
+        {"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, labels
+    )
+
+
+def init_state(instance: ModelInstance, config: TrainConfig, num_train: int) -> TrainState:
+    """The state before the first step: the instance's parameters, fresh optimiser state, and
+    an empty warm-start buffer if ``config.warm_start``."""
+    params = instance.params
+    opt_state = make_optimizer(config, instance.trainable).init(params)
+    buffer = seen = None
+    if config.warm_start:
+        dtype = jax.tree.leaves(params)[0].dtype
+        buffer = jnp.zeros((num_train,) + instance.image_shape, dtype)
+        seen = jnp.zeros((num_train,), bool)
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, buffer, seen)
+
+
+def solve_batch(
+    instance: ModelInstance,
+    params: PyTree,
+    y: Float[Array, "B H W"],
+    x0: Float[Array, "B H W"],
+    *,
+    solver: AbstractFixedPointSolver,
+    adjoint: Any = None,
+    throw: bool = False,
+    probes: BackwardProbe | None = None,
+) -> Solution:
+    """``vmap`` of :func:`jaxinv.fixed_point` over a batch (per-sample convergence); ``probes``
+    (``BackwardProbe.zeros(B)``) collects per-sample adjoint statistics in its gradient."""
+    probes = BackwardProbe.zeros(y.shape[0]) if probes is None else probes
+
+    def one(x0_, y_, probe):
+        return fixed_point(
+            instance.T, x0_, params, y_, solver=solver, adjoint=adjoint, throw=throw, probe=probe
+        )
+
+    return jax.vmap(one)(x0, y, probes)
+
+
+def make_loss_fn(instance: ModelInstance, config: TrainConfig) -> Callable:
+    """``loss(params, probes, batch, x0) -> (mse, solution)``: the mean squared error of the
+    batch's fixed points against the ground truth ``batch["x"]``, solved from ``x0``; its
+    gradient w.r.t. ``probes`` holds the adjoint statistics."""
+    solver, adjoint = config.forward_solver(), config.adjoint_strategy()
+
+    def loss(params, probes, batch, x0):
+        sol = solve_batch(
+            instance,
+            params,
+            batch["y"],
+            x0,
+            solver=solver,
+            adjoint=adjoint,
+            throw=config.throw,
+            probes=probes,
+        )
+        return jnp.mean(jnp.square(sol.value - batch["x"])), sol
+
+    return loss
+
+
+class TrainStep:
+    """The compiled training step ``step(state, batch) -> (state, metrics)``.
+
+    ``batch`` is ``{"x": (B, H, W), "y": (B, H, W), "ids": (B,) int}`` (``ids`` index the fixed
+    training set, used by warm starts). ``metrics`` is a dict of scalars: ``loss``, ``psnr``
+    (batch mean), forward ``fwd_iters`` (mean), ``fwd_iters_max``, ``fwd_residual`` (max),
+    ``fwd_converged`` (fraction), the same four ``bwd_*`` for the adjoint solve, ``grad_norm``
+    (trainable leaves), ``lr`` (used for this step), ``tau`` and ``warm`` (fraction of the batch
+    warm-started). ``trace_count`` counts traces (one unless shapes change); ``loss_fn`` is
+    :func:`make_loss_fn`'s function.
+    """
+
+    def __init__(self, instance: ModelInstance, config: TrainConfig):
+        self.instance, self.config = instance, config
+        self.optimizer = make_optimizer(config, instance.trainable)
+        self.schedule = make_schedule(config)
+        self.loss_fn = make_loss_fn(instance, config)
+        self.trace_count = 0
+        self._jitted = jax.jit(self._step)
+
+    def __call__(self, state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict]:
+        return self._jitted(state, batch)
+
+    def _step(self, state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, dict]:
+        self.trace_count += 1
+        inst, config = self.instance, self.config
+        y = batch["y"]
+        dtype = jax.tree.leaves(state.params)[0].dtype
+        batch = {**batch, "x": batch["x"].astype(dtype), "y": y.astype(dtype)}
+        x0 = jax.vmap(inst.x0_fn)(batch["y"])
+        if state.buffer is not None:
+            warm = state.seen[batch["ids"]]
+            x0 = jnp.where(warm[:, None, None], state.buffer[batch["ids"]], x0)
+        else:
+            warm = jnp.zeros(y.shape[0], bool)
+        probes = BackwardProbe.zeros(y.shape[0])
+        (loss, sol), (grads, gprobe) = jax.value_and_grad(
+            self.loss_fn, argnums=(0, 1), has_aux=True
+        )(state.params, probes, batch, x0)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = inst.refresh(optax.apply_updates(state.params, updates))
+        buffer, seen = state.buffer, state.seen
+        if buffer is not None:
+            buffer = buffer.at[batch["ids"]].set(jax.lax.stop_gradient(sol.value))
+            seen = seen.at[batch["ids"]].set(True)
+        masked = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, inst.trainable)
+        fs = sol.stats
+        metrics = {
+            "loss": loss,
+            "psnr": jnp.mean(psnr(sol.value, batch["x"], config.data_range)),
+            "fwd_iters": jnp.mean(fs.iterations.astype(jnp.float32)),
+            "fwd_iters_max": jnp.max(fs.iterations),
+            "fwd_residual": jnp.max(fs.residual),
+            "fwd_converged": jnp.mean(fs.converged.astype(jnp.float32)),
+            "bwd_iters": jnp.mean(gprobe.iterations),
+            "bwd_iters_max": jnp.max(gprobe.iterations),
+            "bwd_residual": jnp.max(gprobe.residual),
+            "bwd_converged": jnp.mean((gprobe.converged > 0.5).astype(jnp.float32)),
+            "grad_norm": optax.tree.norm(masked),
+            "lr": self.schedule(state.step),
+            "tau": state.params["tau"],
+            "warm": jnp.mean(warm.astype(jnp.float32)),
+        }
+        new = TrainState(state.step + 1, params, opt_state, buffer, seen)
+        return new, metrics
+
+
+def make_train_step(instance: ModelInstance, task: Task, config: TrainConfig) -> TrainStep:
+    """ONE jit-compiled step ``step(state, batch) -> (state, metrics)``: ``vmap`` of
+    :func:`jaxinv.fixed_point` over the batch (the map and adjoint of ``config.model``), the MSE
+    loss, ``jax.value_and_grad`` with a :class:`jaxinv.BackwardProbe` for the adjoint statistics,
+    the optax update and ``instance.refresh``. See :class:`TrainStep` for the metrics. ``task``
+    must be the task ``instance`` was built for (it is used only to check that)."""
+    _check_task(instance, task)
+    return TrainStep(instance, config)
+
+
+def _check_task(instance: ModelInstance, task: Task) -> None:
+    if not isinstance(task, Task):
+        raise ValueError(f"task must be a jaxinv.tasks.Task, got {type(task).__name__}")
+    op = task.operator(instance.image_shape)
+    if type(op) is not type(instance.operator):
+        raise ValueError(
+            f"the model instance was built for a {type(instance.operator).__name__} operator but "
+            f"the task {task.name!r} uses {type(op).__name__}; build the model for this task"
+        )
+
+
+@eqx.filter_jit
+def _reconstruct_jit(T, x0_fn, params, y, x0, solver, throw):
+    def one(x0_, y_):
+        return fixed_point(T, x0_, params, y_, solver=solver, throw=throw)
+
+    x0 = jax.vmap(x0_fn)(y) if x0 is None else x0
+    return jax.vmap(one)(x0, y)
+
+
+def reconstruct(
+    instance: ModelInstance,
+    task: Task,
+    params: PyTree,
+    y: Float[Array, "*B H W"],
+    *,
+    solver: AbstractFixedPointSolver | None = None,
+    x0: Float[Array, "*B H W"] | None = None,
+    throw: bool = False,
+) -> Solution:
+    """Reconstruct measurements ``y`` (a batch ``(B, H, W)`` or one image ``(H, W)``) as the
+    fixed points of ``instance.T`` with ``params``; ``solver`` defaults to
+    ``Anderson(tol=1e-5, max_iter=500)``, ``x0`` to ``instance.x0_fn(y)``. Returns a
+    :class:`jaxinv.Solution` with per-sample ``stats``; with ``throw=False`` (default)
+    non-convergence is only reported there. Compiled once per instance, solver and shape."""
+    _check_task(instance, task)
+    y = jnp.asarray(y)
+    single = y.ndim == 2
+    if single:
+        y = y[None]
+        x0 = None if x0 is None else jnp.asarray(x0)[None]
+    if y.ndim != 3 or y.shape[-2:] != instance.image_shape:
+        raise ValueError(
+            f"reconstruct: the model was built for {instance.image_shape} images, got y of shape "
+            f"{y.shape}; rebuild it for this shape (load_run(..., image_shape=...))"
+        )
+    dtype = jax.tree.leaves(params)[0].dtype
+    y = y.astype(dtype)
+    x0 = None if x0 is None else jnp.asarray(x0, dtype)
+    solver = Anderson(tol=1e-5, max_iter=500) if solver is None else solver
+    sol = _reconstruct_jit(instance.T, instance.x0_fn, params, y, x0, solver, throw)
+    if single:
+        return Solution(sol.value[0], jax.tree.map(lambda a: a[0], sol.stats))
+    return sol
+
+
+def evaluate(
+    instance: ModelInstance,
+    task: Task,
+    params: PyTree,
+    x: Float[Array, "B H W"],
+    y: Float[Array, "B H W"],
+    *,
+    solver: AbstractFixedPointSolver | None = None,
+    data_range: float = 1.0,
+) -> dict[str, float]:
+    """Mean PSNR, SSIM and MSE of the reconstructions of ``y`` against ``x``, with the solves'
+    mean and max iterations and the fraction converged."""
+    sol = reconstruct(instance, task, params, y, solver=solver)
+    x = jnp.asarray(x, sol.value.dtype)
+    s = sol.stats
+    return {
+        "psnr": float(jnp.mean(psnr(sol.value, x, data_range))),
+        "ssim": float(jnp.mean(ssim(sol.value, x, data_range))),
+        "mse": float(jnp.mean(jnp.square(sol.value - x))),
+        "iters": float(np.mean(np.asarray(s.iterations))),
+        "iters_max": int(np.max(np.asarray(s.iterations))),
+        "converged": float(np.mean(np.asarray(s.converged))),
+    }

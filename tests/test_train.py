@@ -1,0 +1,303 @@
+"""Training: the jitted step, hypergradient accuracy, warm starts, checkpoints and resuming."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxinv as ji
+from jaxinv import models
+from jaxinv.metrics import psnr
+from jaxinv.train import (
+    CheckpointError,
+    RunExistsError,
+    TrainConfig,
+    batch_indices,
+    init_state,
+    load_run,
+    make_datasets,
+    make_loss_fn,
+    make_train_step,
+    read_metrics,
+    reconstruct,
+    train,
+)
+from jaxinv.train._checkpoint import read_header
+
+SHAPE = (16, 16)
+TINY_FOE = {"num_filters": 2, "size": 3, "init_scale": 10.0}  # well conditioned: fast
+
+
+def _images(n, seed=0):
+    """Piecewise-smooth 16x16 images on [0, 1]."""
+    rng = np.random.default_rng(seed)
+    i, j = np.meshgrid(np.arange(16), np.arange(16), indexing="ij")
+    out = []
+    for _ in range(n):
+        a, b = rng.uniform(2, 5, size=2)
+        x = 0.5 + 0.25 * np.sin(i / a) * np.cos(j / b)
+        r, c = rng.integers(2, 9, size=2)
+        x[r : r + 6, c : c + 5] += 0.2
+        out.append(x)
+    return jnp.asarray(np.stack(out))
+
+
+def _config(**changes):
+    base = dict(
+        arch="foe",
+        arch_options=TINY_FOE,
+        patch_size=16,
+        num_train=4,
+        num_val=2,
+        batch_size=4,
+        steps=6,
+        lr=0.01,
+        lr_final=0.01,
+        schedule="constant",
+        tol=1e-8,
+        max_iter=200,
+        adjoint_tol=1e-8,
+        adjoint_max_iter=200,
+        task_options={"sigma": 0.1},
+        max_image_size=64,
+        eval_every=0,
+        checkpoint_every=0,
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def _batch(task, n=4):
+    x = _images(n)
+    return {"x": x, "y": task.degrade(x, 7), "ids": jnp.arange(n, dtype=jnp.int32)}
+
+
+def _run_steps(config, steps):
+    task = config.make_task()
+    inst = models.build_model(config.arch, 0, task, SHAPE, tied=config.tied, **config.arch_options)
+    step = make_train_step(inst, task, config)
+    state = init_state(inst, config, config.num_train)
+    batch = _batch(task)
+    history = []
+    for _ in range(steps):
+        state, m = step(state, batch)
+        history.append({k: float(v) for k, v in m.items()})
+    return step, state, history
+
+
+@pytest.fixture(scope="module")
+def loop_config():
+    """Bilevel training of a tiny FoE on two natural 16x16 patches, seen at every step (so
+    warm starts apply from the second step)."""
+    return _config(
+        num_train=2,
+        batch_size=2,
+        steps=4,
+        lr=0.02,
+        lr_final=0.02,
+        tol=1e-6,
+        adjoint_tol=1e-6,
+        warm_start=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, loop_config):
+    out = tmp_path_factory.mktemp("full")
+    return out, train(loop_config, out, progress=False)
+
+
+def _train_records(result):
+    return [r for r in result.history if r["kind"] == "train"]
+
+
+def _check_steps(hist):
+    assert hist[-1]["loss"] < 0.97 * hist[0]["loss"]
+    assert hist[-1]["psnr"] > hist[0]["psnr"]
+    for m in hist:
+        assert m["fwd_iters"] >= 1 and m["bwd_iters"] >= 1
+        assert m["fwd_converged"] == 1.0 and m["bwd_converged"] == 1.0
+        assert m["grad_norm"] > 0
+
+
+def test_bilevel_steps_reduce_the_loss_report_both_solves_and_compile_once(full_run):
+    _, result = full_run
+    assert result.step_fn.trace_count == 1  # no recompiles across steps
+    assert result.step_fn.config.adjoint_strategy().method == "cg"
+    hist = _train_records(result)
+    assert len(hist) == 4
+    _check_steps(hist)
+    assert all(m["fwd_residual"] <= 1e-6 and m["bwd_residual"] <= 1e-6 for m in hist)
+
+
+def test_deq_steps_reduce_the_loss_report_both_solves_and_compile_once():
+    step, state, hist = _run_steps(_config(model="deq"), 5)
+    assert step.trace_count == 1
+    assert step.config.adjoint_strategy().method == "gmres"
+    assert int(state.step) == 5
+    _check_steps(hist)
+    assert all(m["fwd_residual"] <= 1e-8 and m["bwd_residual"] <= 1e-8 for m in hist)
+    assert all(m["warm"] == 0.0 for m in hist)
+
+
+def test_bilevel_gradient_matches_finite_differences():
+    config = _config(model="bilevel", tol=1e-12, adjoint_tol=1e-12, max_iter=500)
+    task = config.make_task()
+    inst = models.build_model("foe", 3, task, SHAPE, **TINY_FOE)
+    loss_fn = make_loss_fn(inst, config)
+    batch = _batch(task, n=2)
+    x0 = jax.vmap(inst.x0_fn)(batch["y"])
+    probes = ji.BackwardProbe.zeros(2)
+    # one compilation: the loss values for the differences come from value_and_grad too
+    value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, probes, batch, x0)[0]))
+    params = inst.params
+    _, grad = value_and_grad(params)
+    rng = np.random.default_rng(0)
+    for name in ("K", "log_weights", "log_scale"):
+        direction = jnp.asarray(rng.normal(size=np.shape(params[name])))
+        h = 1e-5
+
+        def shifted(t, name=name, direction=direction):
+            return value_and_grad({**params, name: params[name] + t * direction})[0]
+
+        fd = (shifted(h) - shifted(-h)) / (2 * h)
+        np.testing.assert_allclose(jnp.vdot(grad[name], direction), fd, rtol=1e-6)
+
+
+def test_warm_start_saves_forward_iterations_on_repeated_examples(full_run):
+    _, result = full_run
+    hist = _train_records(result)
+    assert hist[0]["warm"] == 0.0 and all(m["warm"] == 1.0 for m in hist[1:])
+    assert all(m["fwd_iters"] < hist[0]["fwd_iters"] for m in hist[1:])
+    # same parameters, same examples: a cold and a warm solve, by the same compiled step
+    state = result.state
+    ids = np.arange(2, dtype=np.int32)
+    train_set, _ = make_datasets(result.config)
+    batch = train_set.batch(ids)
+    _, warm = result.step_fn(state, batch)
+    cold_state = dataclasses.replace(state, seen=jnp.zeros_like(state.seen))
+    _, cold = result.step_fn(cold_state, batch)
+    assert float(warm["warm"]) == 1.0 and float(cold["warm"]) == 0.0
+    assert float(warm["fwd_iters"]) < 0.8 * float(cold["fwd_iters"])
+    assert float(warm["loss"]) == pytest.approx(float(cold["loss"]), rel=1e-5)
+    assert result.step_fn.trace_count == 1
+
+
+def test_config_round_trip_and_validation():
+    c = _config(model="deq", adjoint="fixed_point", warm_start=True)
+    assert TrainConfig.from_json(c.to_json()) == c
+    assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.adjoint_strategy().method == "fixed_point"
+    assert (
+        TrainConfig().adjoint_method == "cg" and TrainConfig(model="deq").adjoint_method == "gmres"
+    )
+    with pytest.raises(ValueError, match="bilevel"):
+        TrainConfig(model="unrolled")
+    with pytest.raises(ValueError, match="conv2x11"):
+        TrainConfig(arch="unet")
+    with pytest.raises(ValueError, match="untied"):
+        TrainConfig(arch="tv", model="deq")
+    with pytest.raises(ValueError, match="unknown options"):
+        TrainConfig(arch_options={"nfilters": 3})
+    with pytest.raises(ValueError, match="unknown fields"):
+        TrainConfig.from_dict({"stepz": 3})
+
+
+def test_data_order_is_a_pure_function_of_seed_and_step():
+    a = [batch_indices(3, s, 10, 4) for s in range(5)]
+    b = [batch_indices(3, s, 10, 4) for s in (4, 2, 0, 1, 3)]
+    np.testing.assert_array_equal(a[4], b[0])
+    np.testing.assert_array_equal(a[0], b[2])
+    first_epoch = np.concatenate(a)[:10]
+    assert sorted(first_epoch) == list(range(10))  # every example once per epoch
+    assert not np.array_equal(batch_indices(4, 0, 10, 4), a[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop: checkpoints and resuming
+# ---------------------------------------------------------------------------------------------
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, loop_config, full_run):
+    _, full = full_run
+    assert full.finished and int(full.state.step) == 4
+    half = train(loop_config.replace(checkpoint_every=2), tmp_path, progress=False, until=2)
+    assert not half.finished and int(half.state.step) == 2
+    # the killed run wrote metrics after its checkpoint: they are dropped on resume
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 3, "loss": -1.0}) + "\n")
+    resumed = train(loop_config, tmp_path, progress=False)
+    assert resumed.finished
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(full.state), strict=True):
+        np.testing.assert_array_equal(a, b)  # params, optimiser state, warm-start buffer
+    steps = [r["step"] for r in resumed.history if r["kind"] == "train"]
+    assert steps == [1, 2, 3, 4]
+    assert [r["loss"] for r in resumed.history if r["kind"] == "train"] == [
+        r["loss"] for r in full.history if r["kind"] == "train"
+    ]
+    kinds = {r["kind"] for r in read_metrics(tmp_path)}
+    assert kinds == {"train", "val", "val_input"}
+
+
+def test_finished_runs_are_not_overwritten_and_can_be_loaded(full_run, loop_config):
+    out, full = full_run
+    with pytest.raises(RunExistsError, match="overwrite=True"):
+        train(loop_config, out, progress=False)
+    config, inst, params = load_run(out)
+    assert config == loop_config
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(full.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the validation solve's shape and solver: served by the compiled evaluation of the run
+    y = config.make_task().degrade(_images(2), 1)
+    sol = reconstruct(inst, config.make_task(), params, y, solver=config.forward_solver())
+    assert sol.value.shape == (2, 16, 16) and bool(jnp.all(sol.stats.converged))
+    assert float(jnp.mean(psnr(sol.value, _images(2)))) > float(jnp.mean(psnr(y, _images(2))))
+    saved = json.loads((out / "config.json").read_text())
+    assert TrainConfig.from_dict(saved) == loop_config
+
+
+def _write_checkpoint(path, header, payload):
+    """Write a checkpoint file with a given header (the format of jaxinv.train._checkpoint)."""
+    head = json.dumps(header).encode()
+    path.write_bytes(b"JAXINV-CHECKPOINT\n" + len(head).to_bytes(8, "big") + head + payload)
+
+
+def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path, full_run, loop_config):
+    out, _ = full_run
+    data = (out / "checkpoint.eqx").read_bytes()
+    # a checkpoint from another configuration
+    header, payload = read_header(out / "checkpoint.eqx")
+    _write_checkpoint(tmp_path / "checkpoint.eqx", {**header, "finished": False}, payload)
+    other = loop_config.replace(arch_options={"num_filters": 3, "size": 3})
+    with pytest.raises(CheckpointError, match="arch_options"):
+        train(other, tmp_path, progress=False)
+    # a truncated checkpoint (the previous one is what a killed atomic write leaves, never this)
+    (tmp_path / "checkpoint.eqx").write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match="truncated"):
+        train(loop_config, tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_run(tmp_path)
+    (tmp_path / "checkpoint.eqx").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="overwrite=True"):
+        load_run(tmp_path)
+    # a leftover temporary file from an interrupted write is reported and removed
+    (tmp_path / "checkpoint.eqx").write_bytes(data)
+    leftover = tmp_path / ".tmp-checkpoint.eqx.abc123"
+    leftover.write_bytes(data[:50])
+    with pytest.warns(UserWarning, match="interrupted"), pytest.raises(RunExistsError):
+        train(loop_config, tmp_path, progress=False)
+    assert not leftover.exists()
+    # overwrite=True replaces the finished run
+    again = train(loop_config, tmp_path, progress=False, overwrite=True)
+    assert again.finished
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.eqx", "config.json", "metrics.jsonl"]
+    # killed before its first checkpoint: the same configuration starts afresh, another refuses
+    (tmp_path / "checkpoint.eqx").unlink()
+    with pytest.raises(RunExistsError, match="another run"):
+        train(other, tmp_path, progress=False)
+    fresh = train(loop_config, tmp_path, progress=False)
+    assert fresh.finished and len(_train_records(fresh)) == 4
