@@ -50,6 +50,55 @@ def while_conditions_with_collectives(hlo: str) -> list[bool]:
     return ["all-reduce" in bodies.get(c, "") for c in re.findall(r"condition=%?([\w.\-]+)", hlo)]
 
 
+def sharded_training_matches_single_device() -> dict:
+    """Three steps on 1 and on 4 devices, then resume the 4-device run on 1 device."""
+    import tempfile
+
+    from jaxinv.train import TrainConfig, load_run, train
+
+    base = dict(
+        arch="foe",
+        arch_options={"num_filters": 3, "size": 3},
+        patch_size=12,
+        num_train=8,
+        num_val=2,
+        batch_size=8,
+        steps=4,
+        lr=0.01,
+        lr_final=0.01,
+        schedule="constant",
+        tol=1e-9,
+        max_iter=300,
+        adjoint_tol=1e-9,
+        adjoint_max_iter=300,
+        max_image_size=64,
+        eval_every=0,
+        checkpoint_every=0,
+        task_options={"sigma": 0.1},
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        one = train(TrainConfig(**base, devices=1), f"{tmp}/one", progress=False)
+        four = train(TrainConfig(**base, devices=4), f"{tmp}/four", progress=False, until=2)
+        cfg, _, params_ckpt = load_run(f"{tmp}/four")
+        resumed = train(TrainConfig(**base, devices=1), f"{tmp}/four", progress=False)
+        diff = lambda a, b: max(  # noqa: E731
+            float(jnp.max(jnp.abs(u - v)))
+            for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        )
+        return {
+            "param_diff_resumed_vs_single": diff(one.params, resumed.params),
+            "param_change": diff(
+                one.params,
+                train(TrainConfig(**{**base, "steps": 1}), f"{tmp}/s1", progress=False).params,
+            ),
+            "checkpoint_devices": cfg.devices,
+            "checkpoint_on_one_device": all(
+                len(leaf.devices()) == 1 for leaf in jax.tree.leaves(params_ckpt)
+            ),
+            "sharded_step_count": int(four.state.step),
+        }
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     params = {"a": jnp.asarray(0.6), "W": jnp.asarray(rng.normal(size=(5, 5)) * 0.3)}
@@ -71,6 +120,7 @@ def main() -> None:
     except ValueError as e:
         errors["indivisible"] = str(e)
     out = {
+        "training": sharded_training_matches_single_device(),
         "devices": len(jax.devices()),
         "loss": [float(l1), float(l4)],
         "grad_a": [float(g1["a"]), float(g4["a"])],

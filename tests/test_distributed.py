@@ -50,3 +50,11 @@ def test_each_shard_stops_on_its_own_convergence(report):
 def test_bad_device_requests_are_explained(report):
     assert "xla_force_host_platform_device_count" in report["errors"]["too_many_devices"]
     assert "multiple of the number of devices" in report["errors"]["indivisible"]
+
+
+def test_sharded_training_resumes_on_one_device_with_the_same_result(report):
+    t = report["training"]
+    assert t["sharded_step_count"] == 2 and t["checkpoint_devices"] == 4
+    assert t["checkpoint_on_one_device"]
+    assert t["param_change"] > 1e-6  # training moved the parameters...
+    assert t["param_diff_resumed_vs_single"] < 1e-9  # ...identically on 4 devices and on 1

@@ -16,7 +16,7 @@ SCHEDULES = ("cosine", "linear", "constant")
 SOLVERS = ("anderson", "picard")
 ADJOINTS = ("cg", "gmres", "fixed_point", "anderson", "jfb")
 #: Fields that do not change the trained parameters (ignored when matching a checkpoint).
-NON_SEMANTIC = ("checkpoint_every", "eval_every")
+NON_SEMANTIC = ("checkpoint_every", "eval_every", "devices")
 
 # The adjoint each configuration uses unless ``adjoint`` is set.
 DEFAULT_ADJOINT = {"bilevel": "cg", "deq": "gmres"}
@@ -63,6 +63,9 @@ class TrainConfig:
         eval_every: validation PSNR/SSIM every so many steps (and at the start and the end);
             0: only at the end.
         warm_start: start each example's solve from its previous fixed point.
+        devices: split each batch over this many devices (data parallelism with
+            :mod:`jaxinv.distributed`; ``batch_size`` must be a multiple). Execution only: a run
+            checkpointed on N devices resumes on any other number.
     """
 
     task: str = "denoise"
@@ -94,6 +97,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_every: int = 50
     warm_start: bool = False
+    devices: int = 1
 
     def __post_init__(self) -> None:
         _choose("task", self.task, TASKS)
@@ -106,7 +110,7 @@ class TrainConfig:
             _choose("adjoint", self.adjoint, ADJOINTS)
         for name in ("patch_size", "num_train", "num_val", "max_image_size", "batch_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("steps", "max_iter", "adjoint_max_iter", "memory"):
+        for name in ("steps", "max_iter", "adjoint_max_iter", "memory", "devices"):
             _positive_int(name, getattr(self, name))
         for name in ("checkpoint_every", "eval_every", "seed"):
             v = getattr(self, name)
@@ -120,6 +124,11 @@ class TrainConfig:
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(
                 f"TrainConfig: clip_norm must be positive or None, got {self.clip_norm}"
+            )
+        if self.batch_size % self.devices:
+            raise ValueError(
+                f"TrainConfig: batch_size {self.batch_size} must be a multiple of devices "
+                f"{self.devices}; change one of them"
             )
         if self.batch_size > self.num_train:
             raise ValueError(

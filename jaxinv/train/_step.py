@@ -12,6 +12,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PyTree
 
+from .. import distributed
 from .._fixed_point import fixed_point
 from .._solution import BackwardProbe, Solution
 from ..metrics import psnr, ssim
@@ -139,6 +140,7 @@ class TrainStep:
         self.schedule = make_schedule(config)
         self.loss_fn = make_loss_fn(instance, config)
         self.trace_count = 0
+        self.mesh = distributed.data_mesh(config.devices) if config.devices > 1 else None
         self._jitted = jax.jit(self._step)
 
     def __call__(self, state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict]:
@@ -157,9 +159,17 @@ class TrainStep:
         else:
             warm = jnp.zeros(y.shape[0], bool)
         probes = BackwardProbe.zeros(y.shape[0])
-        (loss, sol), (grads, gprobe) = jax.value_and_grad(
-            self.loss_fn, argnums=(0, 1), has_aux=True
-        )(state.params, probes, batch, x0)
+
+        def value_and_grad(params, shard):
+            probes, b, x0 = shard
+            (loss, sol), (grads, gprobe) = jax.value_and_grad(
+                self.loss_fn, argnums=(0, 1), has_aux=True
+            )(params, probes, b, x0)
+            return (loss, (sol, gprobe)), grads
+
+        if self.mesh is not None:  # each device solves its slice of the batch; grads are averaged
+            value_and_grad = distributed.data_parallel(value_and_grad, self.mesh)
+        (loss, (sol, gprobe)), grads = value_and_grad(state.params, (probes, batch, x0))
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = inst.refresh(optax.apply_updates(state.params, updates))
         buffer, seen = state.buffer, state.seen
