@@ -34,7 +34,7 @@ def worker(devices: int, batch: int, size: int, reps: int, iters: int) -> dict:
     from jaxinv import energies, operators
     from jaxinv.data import load_images, sample_patches
 
-    images = load_images("train")
+    images = [im for im in load_images("train") if min(im.shape) >= size]
     x_true = jnp.asarray(sample_patches(images, size, batch, seed=0))
     y = x_true + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x_true.shape)
     k = jax.random.normal(jax.random.PRNGKey(2), (8, 5, 5)) * 0.1
@@ -131,7 +131,9 @@ def main() -> None:
             "--iters",
             str(args.iters),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode:
+            sys.exit(f"worker for {n} device(s) failed:\n{proc.stderr[-3000:]}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = rows[0]["images_per_s"]
     print(
