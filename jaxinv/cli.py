@@ -1,0 +1,437 @@
+"""The ``jaxinv`` command line: train a model, evaluate a run, reproduce the paper's comparison.
+
+::
+
+    jaxinv train --task denoise --model bilevel --out runs/denoise-foe
+    jaxinv eval runs/denoise-foe [--images photo.png ...] [--json]
+    jaxinv reproduce --quick --out results/quick
+
+Every mistake a user can make on the command line (unknown task or architecture, missing or
+unreadable image files, a directory that is not a run, a corrupt checkpoint or one from another
+model, an output directory that already exists) ends with exit code 2 and a one-line message on
+stderr that says what to do -- no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .tasks import TASKS
+
+EXIT_USAGE = 2
+ARCHS = ("foe", "conv2x11", "conv30x3", "dense", "tv")
+MODELS = ("bilevel", "deq")
+DATASETS = ("natural", "mnist")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line on stderr, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`CLIError` instead of exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+
+
+def _positive(kind: type = int):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return value
+
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _sigma(text: str) -> float:
+    from .data import parse_sigma
+
+    try:
+        return parse_sigma(text)
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _check_out_dir(out: Path, *, overwrite: bool, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
+        raise CLIError(
+            f"output directory {str(out)!r} already exists and is not empty; pass --overwrite to "
+            "replace it, --resume to continue an unfinished run, or choose another --out"
+        )
+
+
+def _devices_option(n: int | None, config_fields: set[str]) -> dict[str, Any]:
+    """The ``devices`` entry for the config, or a clear error if it cannot be honoured."""
+    if n is None:
+        return {}
+    import jax
+
+    available = jax.device_count()
+    if n > available:
+        hint = (
+            f"; on CPU set XLA_FLAGS=--xla_force_host_platform_device_count={n} to simulate them"
+            if jax.default_backend() == "cpu"
+            else ""
+        )
+        raise CLIError(f"--devices {n}: only {available} device(s) are visible{hint}")
+    if "devices" in config_fields:
+        return {"devices": n}
+    if n == 1:
+        return {}
+    raise CLIError(
+        f"--devices {n}: this version of jaxinv.train trains on a single device (its TrainConfig "
+        "has no 'devices' setting); drop --devices or pass --devices 1"
+    )
+
+
+def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
+    """Apply one ``--set KEY=VALUE`` (VALUE parsed as JSON, else kept as text); ``KEY`` is a
+    TrainConfig field or ``arch_options.NAME`` / ``task_options.NAME``."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise CLIError(f"--set {item!r}: expected KEY=VALUE, e.g. --set num_val=4")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    head, dot, sub = key.partition(".")
+    if dot:
+        if head not in ("arch_options", "task_options") or not sub:
+            raise CLIError(
+                f"--set {key}: only arch_options.NAME and task_options.NAME take a dotted name"
+            )
+        kw[head] = {**kw.get(head, {}), sub: value}
+    elif key in fields:
+        kw[key] = value
+    else:
+        raise CLIError(
+            f"--set {key}: unknown setting; choose from {', '.join(sorted(fields))} or "
+            "arch_options.NAME / task_options.NAME"
+        )
+
+
+def build_train_config(args: argparse.Namespace):
+    """The :class:`jaxinv.train.TrainConfig` the ``train`` arguments ask for."""
+    from .train import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    arch = args.arch or ("dense" if args.dataset == "mnist" else "foe")
+    dataset = args.dataset or ("mnist" if arch == "dense" else "natural")
+    if arch == "dense" and dataset != "mnist":
+        raise CLIError("--arch dense is the paper's MNIST model; use --dataset mnist (the default)")
+    if arch == "tv" and args.model == "deq":
+        raise CLIError("--arch tv is a variational baseline with no DEQ form; use --model bilevel")
+    kw: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, "dataset": dataset}
+    if args.sigma is not None:
+        kw["task_options"] = {"sigma": args.sigma}
+    for name, field in (
+        ("steps", "steps"),
+        ("batch", "batch_size"),
+        ("patch", "patch_size"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("num_train", "num_train"),
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            kw[field] = value
+    if "batch_size" in kw and "num_train" not in kw:
+        kw["num_train"] = max(TrainConfig.num_train, kw["batch_size"])
+    kw.update(_devices_option(args.devices, fields))
+    for item in args.set or ():
+        _apply_setting(kw, item, fields)
+    try:
+        return TrainConfig(**kw)
+    except (ValueError, TypeError) as err:
+        raise CLIError(_one_line(str(err))) from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .plots import run_figures
+    from .train import train
+
+    out = Path(args.out)
+    config = build_train_config(args)
+    _check_out_dir(out, overwrite=args.overwrite, resume=args.resume)
+    print(
+        f"training {config.model} / {config.arch} on {config.dataset} for {config.task} "
+        f"({config.make_task().describe()}), {config.steps} steps of batch {config.batch_size} "
+        f"-> {out}",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    result = train(
+        config, out, progress=not args.quiet, resume=args.resume, overwrite=args.overwrite
+    )
+    wall = time.perf_counter() - t0
+    figures = [] if args.no_figures else run_figures(out)
+    vals = [r for r in result.history if r.get("kind") == "val"]
+    inputs = [r for r in result.history if r.get("kind") == "val_input"]
+    summary = f"done in {wall:.1f} s"
+    if vals:
+        summary += f"; validation PSNR {vals[-1]['psnr']:.2f} dB"
+        if "ssim" in vals[-1]:
+            summary += f", SSIM {vals[-1]['ssim']:.4f}"
+    if inputs:
+        summary += f" (degraded input {inputs[0]['psnr']:.2f} dB)"
+    print(summary)
+    print(f"run: {out}  (evaluate with: jaxinv eval {out})")
+    for f in figures:
+        print(f"figure: {f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# eval
+# ----------------------------------------------------------------------------------------------
+
+
+def _match_precision(run: Path) -> None:
+    """Load the run in the floating-point precision it was trained in."""
+    import jax
+
+    from .train._checkpoint import read_header
+
+    header, _ = read_header(run / "checkpoint.eqx")
+    x64 = header.get("x64")
+    if x64 is not None and bool(x64) != bool(jax.config.jax_enable_x64):
+        jax.config.update("jax_enable_x64", bool(x64))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import check_run_dir, evaluate_run, format_table
+
+    run = check_run_dir(args.run)
+    _match_precision(run)
+    result = evaluate_run(
+        run,
+        args.images,
+        seed=args.seed,
+        crop=args.crop,
+        max_images=args.max_images,
+        tv=not args.no_tv,
+        figure=args.figure,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+        if args.figure:
+            print(f"figure: {args.figure}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# reproduce
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import ARCHS as R_ARCHS
+    from .reproduce import run_reproduction
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not (args.overwrite or args.resume):
+        raise CLIError(
+            f"output directory {str(out)!r} already exists and is not empty; pass --resume to "
+            "reuse its finished runs, --overwrite to retrain them, or choose another --out"
+        )
+    for a in args.archs or ():
+        if a not in R_ARCHS:
+            raise CLIError(f"--archs: unknown architecture {a!r}; choose from {list(R_ARCHS)}")
+    summary = run_reproduction(
+        out,
+        quick=args.quick,
+        steps=args.steps,
+        tasks=tuple(args.tasks) if args.tasks else TASKS,
+        archs=tuple(args.archs) if args.archs else R_ARCHS,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(summary["markdown"])
+    print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'figures'}/")
+    print(f"total time {summary['duration_s']:.0f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# parser and entry point
+# ----------------------------------------------------------------------------------------------
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="jaxinv",
+        description="Learn variational regularizers for imaging inverse problems: bilevel "
+        "learning vs deep equilibrium models.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="{train,eval,reproduce}", parser_class=_Parser)
+    sub.required = True
+
+    t = sub.add_parser(
+        "train",
+        help="train a model on the bundled images",
+        description="Train a bilevel (tied) or DEQ (untied) model on the bundled data; the "
+        "defaults finish in a few minutes on two CPU cores. Writes config.json, metrics.jsonl, "
+        "checkpoint.eqx and figures/ into --out.",
+    )
+    t.add_argument("--task", required=True, choices=TASKS)
+    t.add_argument("--model", required=True, choices=MODELS, help="bilevel (tied) or deq (untied)")
+    t.add_argument(
+        "--arch",
+        choices=ARCHS,
+        help="architecture (default: foe on natural images, dense on MNIST)",
+    )
+    t.add_argument("--dataset", choices=DATASETS, help="default: mnist for dense, else natural")
+    t.add_argument("--steps", type=_positive(int), help="optimiser steps (default 200)")
+    t.add_argument("--batch", type=_positive(int), help="batch size (default 8)")
+    t.add_argument("--patch", type=_positive(int), help="training patch side (default 32)")
+    t.add_argument("--num-train", type=_positive(int), help="training examples (default 256)")
+    t.add_argument("--lr", type=_positive(float), help="Adam learning rate (default 3e-3)")
+    t.add_argument(
+        "--sigma",
+        type=_sigma,
+        help="noise level on the data's scale, e.g. 0.1 or 25/255 (default: the task's)",
+    )
+    t.add_argument("--seed", type=_non_negative_int, help="seed (default 0)")
+    t.add_argument("--devices", type=_positive(int), help="number of devices to train on")
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other TrainConfig setting, e.g. --set num_val=4 --set arch_options.size=5 "
+        "(VALUE is read as JSON; repeatable)",
+    )
+    t.add_argument("--out", required=True, help="run directory to create")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
+    t.add_argument("--no-figures", action="store_true", help="skip writing figures")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="evaluate a run against the degraded input and TV",
+        description="Degrade test images exactly as RUN was trained (seeded noise), reconstruct "
+        "them, and report PSNR/SSIM of the degraded input, the reconstruction and a TV baseline "
+        "tuned on the validation split (cached in RUN).",
+    )
+    e.add_argument("run", metavar="RUN", help="a run directory written by 'jaxinv train'")
+    e.add_argument(
+        "--images",
+        nargs="+",
+        metavar="FILE",
+        help="PNG/JPEG/TIFF files to use as ground truth (default: the test split)",
+    )
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.add_argument("--seed", type=_non_negative_int, default=0, help="noise seed (default 0)")
+    e.add_argument(
+        "--crop", type=_positive(int), default=128, help="side of the test-image centre crops"
+    )
+    e.add_argument("--max-images", type=_positive(int), help="use only the first N test images")
+    e.add_argument("--no-tv", action="store_true", help="skip the TV baseline")
+    e.add_argument("--figure", metavar="PNG", help="also write a reconstruction grid there")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser(
+        "reproduce",
+        help="bilevel vs DEQ on every task and architecture",
+        description="The paper's comparison: bilevel vs DEQ for denoise, inpaint and deblur with "
+        "the dense model on MNIST and the 2x11x11 and 30x3x3 convolutional models on natural "
+        "image patches. Writes DIR/results.md, DIR/results.json and DIR/figures/.",
+    )
+    r.add_argument("--quick", action="store_true", help="tiny settings: a few minutes on 2 cores")
+    r.add_argument("--out", default="reproduce", help="output directory (default ./reproduce)")
+    r.add_argument("--steps", type=_positive(int), help="override the training steps of every run")
+    r.add_argument("--tasks", nargs="+", choices=TASKS, help="only these tasks")
+    r.add_argument("--archs", nargs="+", metavar="ARCH", help="only these architectures")
+    r.add_argument("--overwrite", action="store_true", help="retrain runs in an existing --out")
+    r.add_argument(
+        "--resume", action="store_true", help="reuse finished runs in --out, continue unfinished"
+    )
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(func=cmd_reproduce)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    from .evaluate import EvaluationError
+
+    parser = make_parser()
+    args = None
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args))
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("jaxinv: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, EvaluationError, FileNotFoundError) as err:
+        print(f"jaxinv: error: {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:
+        known = _known_error(err, getattr(args, "command", None))
+        if known is None:
+            raise
+        code, message = known
+        print(f"jaxinv: error: {message}", file=sys.stderr)
+        return code
+
+
+def _known_error(err: Exception, command: str | None) -> tuple[int, str] | None:
+    """Exit code and one-line message for the training layer's user-facing errors: a corrupt
+    or foreign checkpoint and an existing run (2), a diverged training loss (1)."""
+    from .train import CheckpointError, RunExistsError
+
+    text = _one_line(str(err))
+    if command in ("train", "reproduce"):
+        text = text.replace("pass overwrite=True", "pass --overwrite")
+    else:
+        text = text.replace("pass overwrite=True", "retrain with 'jaxinv train --overwrite'")
+    if isinstance(err, (CheckpointError, RunExistsError)):
+        return EXIT_USAGE, text
+    if isinstance(err, FloatingPointError):
+        return 1, text
+    return None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

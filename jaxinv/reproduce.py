@@ -1,0 +1,385 @@
+"""The paper's comparison, bilevel learning vs deep equilibrium models, as one function.
+
+For every task (denoise, inpaint, deblur) and architecture -- the dense model on MNIST digits and
+the normalised convolutional models (2 filters 11x11, 30 filters 3x3) on natural-image patches
+(Riccio, Ehrhardt & Benning, arXiv 2206.13193) -- train the tied (bilevel) and the untied (DEQ)
+map with identical settings, evaluate both on the held-out test split, and write
+
+* ``DIR/results.md``: a markdown table (task, architecture, model, test loss, PSNR, SSIM,
+  forward/backward iterations, time per step and per epoch, parameter count, converged
+  fraction) and a bilevel-vs-DEQ summary;
+* ``DIR/results.json``: the same rows and the settings;
+* ``DIR/figures/``: comparison bar charts and a reconstruction grid per run;
+* ``DIR/runs/<task>-<arch>-<model>/``: each run (config, metrics, checkpoint, its figures).
+
+``quick=True`` uses tiny settings (2 steps on a few small examples) so the whole grid finishes in
+minutes on two CPU cores; it checks the pipeline, it does not measure the methods.
+
+Measured durations (2-core AMD EPYC development machine shared with other jobs, load average 4-6,
+so wall-clock times are inflated about 1.5-2x):
+
+* ``jaxinv reproduce --quick``: 405 s wall, 298 s of CPU time (18 runs; almost all of it is XLA
+  compilation of the training step and of the solve, about 10-25 s per run).
+* ``jaxinv reproduce`` (full): not run to the end; estimated at about 5-6 hours on that machine
+  from a run of the full settings with ``--steps 3`` (1158 s wall, which includes compilation and
+  the full test evaluation): the 6 dense MNIST runs at 1000 steps of 0.3-4.3 s, the 12
+  convolutional runs at 300 steps of 0.2-3.1 s. Early steps are a rough guide (iteration counts
+  change as the models train), so treat this as an estimate, not a measurement.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .tasks import TASKS
+
+#: Architectures of the comparison and the dataset each is trained on.
+ARCHS = ("dense", "conv2x11", "conv30x3")
+DATASET = {"dense": "mnist", "conv2x11": "natural", "conv30x3": "natural"}
+MODELS = ("bilevel", "deq")
+
+# Training settings, identical for bilevel and DEQ. As in the paper, the adjoint system is solved
+# by the same iteration as the forward problem: Anderson acceleration (memory 5) for both, which
+# the paper uses on MNIST (its convolutional experiments use plain fixed-point iteration, which
+# converges far more slowly). Full: the paper's MNIST optimiser and tolerances (Adam 1e-3,
+# cosine decay to 1e-6, batch 100, tol 1e-3, <= 50 iterations) for 25 of its 100 epochs; for the
+# convolutional models 64x64 natural-image patches instead of CelebA faces, tol 1e-4 (<= 300
+# iterations) instead of 1e-14, and 300 steps instead of 500 epochs.
+_SOLVER = dict(solver="anderson", adjoint="anderson", memory=5, schedule="cosine")
+_FULL = {
+    "mnist": dict(
+        _SOLVER,
+        num_train=4000,
+        num_val=100,
+        batch_size=100,
+        steps=1000,
+        lr=1e-3,
+        lr_final=1e-6,
+        tol=1e-3,
+        max_iter=50,
+        adjoint_tol=1e-3,
+        adjoint_max_iter=50,
+        eval_every=250,
+        checkpoint_every=250,
+    ),
+    "natural": dict(
+        _SOLVER,
+        patch_size=64,
+        num_train=128,
+        num_val=8,
+        batch_size=8,
+        steps=300,
+        lr=3e-3,
+        lr_final=3e-5,
+        tol=1e-4,
+        max_iter=300,
+        adjoint_tol=1e-4,
+        adjoint_max_iter=300,
+        eval_every=100,
+        checkpoint_every=100,
+    ),
+}
+# Quick: the same solvers on a few tiny examples for 2 steps. The test images have the shape and
+# count of the validation set, so their solve reuses the validation solve's compilation.
+_QUICK = {
+    "mnist": dict(
+        _FULL["mnist"],
+        num_train=32,
+        num_val=16,
+        batch_size=8,
+        steps=2,
+        eval_every=0,
+        checkpoint_every=0,
+    ),
+    "natural": dict(
+        _FULL["natural"],
+        patch_size=32,
+        num_train=8,
+        num_val=4,
+        batch_size=4,
+        steps=2,
+        max_iter=100,
+        adjoint_max_iter=100,
+        eval_every=0,
+        checkpoint_every=0,
+    ),
+}
+# Test images: all 500 MNIST test digits / the 4 test photographs centre-cropped to 128 (full);
+# 16 digits / the 4 photographs cropped to 32 (quick).
+_EVAL = {
+    False: {"mnist": dict(max_images=None, crop=128), "natural": dict(max_images=None, crop=128)},
+    True: {"mnist": dict(max_images=16, crop=32), "natural": dict(max_images=4, crop=32)},
+}
+
+
+def experiment_config(
+    task: str, arch: str, model: str, *, quick: bool = False, steps: int | None = None
+):
+    """The :class:`jaxinv.train.TrainConfig` of one cell of the comparison (``steps``
+    overrides the number of training steps)."""
+    from .train import TrainConfig
+
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {list(ARCHS)}")
+    dataset = DATASET[arch]
+    kw = dict((_QUICK if quick else _FULL)[dataset])
+    if steps is not None:
+        kw["steps"] = int(steps)
+    return TrainConfig(task=task, model=model, arch=arch, dataset=dataset, **kw)
+
+
+def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
+    vals = [float(r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _timing(train_recs: Sequence[dict[str, Any]]) -> tuple[float, bool]:
+    """Seconds per step excluding the first step (which includes compilation), and whether the
+    first step had to be included (a one-step run)."""
+    times = [float(r["time"]) for r in train_recs if "time" in r]
+    steps = [int(r["step"]) for r in train_recs if "time" in r]
+    if len(times) >= 2:
+        return (times[-1] - times[0]) / (steps[-1] - steps[0]), False
+    if times:
+        return times[0], True
+    return math.nan, True
+
+
+def summarise_run(
+    config: Any, history: Sequence[dict[str, Any]], evaluation: dict[str, Any], wall_s: float
+) -> dict[str, Any]:
+    """One row of the results table from a run's metrics and its test evaluation."""
+    train_recs = [r for r in history if r.get("kind") == "train"]
+    per_step, with_compile = _timing(train_recs)
+    steps_per_epoch = math.ceil(config.num_train / config.batch_size)
+    rec = evaluation["mean"]["reconstruction"]
+    deg = evaluation["mean"]["degraded"]
+    return {
+        "task": config.task,
+        "arch": config.arch,
+        "model": config.model,
+        "dataset": config.dataset,
+        "adjoint": config.adjoint_method,
+        "steps": config.steps,
+        "test_images": len(evaluation["images"]),
+        "test_loss": rec["mse"],
+        "psnr": rec["psnr"],
+        "ssim": rec["ssim"],
+        "input_psnr": deg["psnr"],
+        "input_ssim": deg["ssim"],
+        "fwd_iters_test": rec["iterations"],
+        "converged_test": rec["converged"],
+        "fwd_iters_train": _mean(train_recs, "fwd_iters"),
+        "bwd_iters_train": _mean(train_recs, "bwd_iters"),
+        "fwd_converged_train": _mean(train_recs, "fwd_converged"),
+        "bwd_converged_train": _mean(train_recs, "bwd_converged"),
+        "final_train_loss": float(train_recs[-1]["loss"]) if train_recs else math.nan,
+        "time_per_step_s": per_step,
+        "time_per_step_includes_compile": with_compile,
+        "time_per_epoch_s": per_step * steps_per_epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "num_params": evaluation["num_params"],
+        "wall_s": wall_s,
+    }
+
+
+def _f(v: Any, spec: str) -> str:
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return format(v, spec)
+    return "–"
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """``results.md``: the settings, the table and a bilevel-vs-DEQ summary."""
+    lines = [
+        "# Bilevel learning vs deep equilibrium models",
+        "",
+        f"Mode: **{'quick (pipeline check only: tiny settings, not a measurement)' if settings['quick'] else 'full'}**"  # noqa: E501
+        f" · {settings['date']} · {settings['device']} · total {settings['duration_s']:.0f} s"
+        f" · command: `{settings['command']}`",
+        "",
+        "| task | arch | data | model | test loss | PSNR (dB) | SSIM | input PSNR | fwd iters test"
+        " | fwd iters train | bwd iters train | time/step (s) | time/epoch (s) | params"
+        " | converged test | converged train fwd/bwd |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        star = "*" if r.get("time_per_step_includes_compile") else ""
+        lines.append(
+            f"| {r['task']} | {r['arch']} | {r['dataset']} | {r['model']} "
+            f"| {_f(r['test_loss'], '.3e')} | {_f(r['psnr'], '.2f')} | {_f(r['ssim'], '.4f')} "
+            f"| {_f(r['input_psnr'], '.2f')} | {_f(r['fwd_iters_test'], '.1f')} "
+            f"| {_f(r['fwd_iters_train'], '.1f')} | {_f(r['bwd_iters_train'], '.1f')} "
+            f"| {_f(r['time_per_step_s'], '.3f')}{star} | {_f(r['time_per_epoch_s'], '.2f')}{star} "
+            f"| {r['num_params']:,} | {_f(r['converged_test'], '.0%')} "
+            f"| {_f(r['fwd_converged_train'], '.0%')} / {_f(r['bwd_converged_train'], '.0%')} |"
+        )
+    lines += ["", "## Bilevel vs DEQ", ""]
+    lines += [
+        "| task | arch | ΔPSNR DEQ − bilevel (dB) | Δtest loss | time/step DEQ ÷ bilevel "
+        "| bwd iters bilevel → DEQ |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    by_key = {(r["task"], r["arch"], r["model"]): r for r in rows}
+    for task, arch in dict.fromkeys((r["task"], r["arch"]) for r in rows):
+        b, d = by_key.get((task, arch, "bilevel")), by_key.get((task, arch, "deq"))
+        if b is None or d is None:
+            continue
+        ratio = d["time_per_step_s"] / b["time_per_step_s"] if b["time_per_step_s"] else math.nan
+        lines.append(
+            f"| {task} | {arch} | {_f(d['psnr'] - b['psnr'], '+.2f')} "
+            f"| {_f(d['test_loss'] - b['test_loss'], '+.2e')} | {_f(ratio, '.2f')} "
+            f"| {_f(b['bwd_iters_train'], '.1f')} → {_f(d['bwd_iters_train'], '.1f')} |"
+        )
+    lines += [
+        "",
+        "Columns: *test loss* is the mean squared error of the reconstructions of the test "
+        "split (MNIST test digits on [−1, 1]; centre crops of the test photographs on [0, 1]) "
+        "with seeded noise; *input PSNR* is that of the degraded input. *fwd iters test* are "
+        "the forward solver's iterations at test time; *fwd/bwd iters train* the mean forward "
+        "and adjoint iterations over the training steps. *time/step* excludes the first step, "
+        "which includes compilation (`*`: a one-step run, compilation included); *time/epoch* "
+        "= time/step × steps per epoch. *params* counts trainable parameters. *converged* is "
+        "the fraction of solves that reached the tolerance. Bilevel and DEQ use identical "
+        "settings; as in the paper the adjoint is solved by the forward problem's iteration "
+        "(here Anderson acceleration for every model).",
+        "",
+        "Settings per dataset: "
+        + "; ".join(
+            f"{ds}: " + ", ".join(f"{k}={v}" for k, v in cfg.items())
+            for ds, cfg in settings["train_settings"].items()
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _device() -> str:
+    import jax
+
+    d = jax.devices()[0]
+    kind = getattr(d, "device_kind", d.platform)
+    return f"{jax.default_backend()} ({kind}, {os.cpu_count()} CPU cores, {platform.machine()})"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_reproduction(
+    out_dir: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    steps: int | None = None,
+    tasks: Sequence[str] = TASKS,
+    archs: Sequence[str] = ARCHS,
+    models: Sequence[str] = MODELS,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, Any]:
+    """Train and evaluate every ``(task, arch, model)`` and write the results (see the module
+    docstring). Finished runs already in ``DIR/runs`` with the same configuration are reused
+    unless ``overwrite``; unfinished ones are resumed.
+
+    Returns ``{"rows", "settings", "duration_s", "markdown"}``.
+    """
+    from .evaluate import evaluate_run
+    from .plots import comparison_bars, run_figures
+    from .train import RunExistsError, load_run, read_metrics, train
+    from .train._checkpoint import atomic_write_text
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    cells = [(t, a, m) for t in tasks for a in archs for m in models]
+    rows = []
+    for n, (task, arch, model) in enumerate(cells, 1):
+        config = experiment_config(task, arch, model, quick=quick, steps=steps)
+        name = f"{task}-{arch}-{model}"
+        run_dir = out / "runs" / name
+        log(f"[{n}/{len(cells)}] {name}: training {config.steps} steps")
+        t0 = time.perf_counter()
+        try:
+            result = train(config, run_dir, progress=progress, resume=True, overwrite=overwrite)
+            history = result.history
+        except RunExistsError:
+            if load_run(run_dir)[0].differences(config):
+                raise
+            log(f"    reusing the finished run in {run_dir}")
+            history = read_metrics(run_dir)
+        wall = time.perf_counter() - t0
+        evaluation = evaluate_run(
+            run_dir,
+            tv=False,
+            seed=0,
+            figure=out / "figures" / f"{name}.png",
+            **_EVAL[quick][DATASET[arch]],
+        )
+        run_figures(run_dir, reconstructions=False)
+        row = summarise_run(config, history, evaluation, wall)
+        rows.append(row)
+        log(
+            f"    {wall:.1f} s; test PSNR {row['psnr']:.2f} dB (input {row['input_psnr']:.2f}), "
+            f"{row['time_per_step_s']:.3f} s/step, fwd {row['fwd_iters_train']:.1f} / "
+            f"bwd {row['bwd_iters_train']:.1f} iterations"
+        )
+    duration = time.perf_counter() - t_start
+    settings = {
+        "quick": quick,
+        "steps_override": steps,
+        "tasks": list(tasks),
+        "archs": list(archs),
+        "models": list(models),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": _device(),
+        "duration_s": duration,
+        "command": "jaxinv reproduce"
+        + (" --quick" if quick else "")
+        + (f" --steps {steps}" if steps else ""),
+        "train_settings": {
+            ds: {**(_QUICK if quick else _FULL)[ds], **({"steps": steps} if steps else {})}
+            for ds in dict.fromkeys(DATASET[a] for a in archs)
+        },
+        "eval_settings": {ds: _EVAL[quick][ds] for ds in dict.fromkeys(DATASET[a] for a in archs)},
+    }
+    markdown = format_markdown(rows, settings)
+    atomic_write_text(out / "results.md", markdown)
+    atomic_write_text(
+        out / "results.json", json.dumps({"settings": settings, "rows": rows}, indent=2) + "\n"
+    )
+    if rows:
+        comparison_bars(
+            out / "figures" / "comparison_quality.png",
+            rows,
+            metrics=("psnr", "ssim", "test_loss"),
+            title="test quality: bilevel (blue) vs DEQ (orange)",
+        )
+        comparison_bars(
+            out / "figures" / "comparison_cost.png",
+            rows,
+            metrics=("time_per_step_s", "fwd_iters_train", "bwd_iters_train"),
+            title="cost: bilevel (blue) vs DEQ (orange)",
+        )
+    return {"rows": rows, "settings": settings, "duration_s": duration, "markdown": markdown}
+
+
+__all__ = [
+    "ARCHS",
+    "DATASET",
+    "MODELS",
+    "experiment_config",
+    "format_markdown",
+    "run_reproduction",
+    "summarise_run",
+]
