@@ -63,7 +63,13 @@ def fixed_point(
 @eqx.filter_jit
 def _fixed_point_jit(T, x0, params, y, solver, adjoint, throw, probe) -> Solution:
     """The solve itself, compiled once per map, settings and shapes (also when called eagerly)."""
-    x0_flat, unravel = ravel_pytree(x0)
+    if jax.tree_util.treedef_is_leaf(jax.tree.structure(x0)):
+        # A single array keeps its shape: flattening it would force XLA to relayout the image
+        # around every convolution (measured 3.5x slower per iteration on CPU).
+        x0_flat, unravel, ravel = x0, _identity, _identity
+    else:
+        x0_flat, unravel = ravel_pytree(x0)
+        ravel = _ravel
     (params_dyn, y_dyn), static = eqx.partition((params, y), eqx.is_array)
 
     def T_pytree(x, dyn):
@@ -76,7 +82,7 @@ def _fixed_point_jit(T, x0, params, y, solver, adjoint, throw, probe) -> Solutio
 
     def fn(x_flat: Array, args: tuple) -> Array:
         dyn, cs = args
-        return ravel_pytree(converted(unravel(x_flat), dyn, *cs))[0]
+        return ravel(converted(unravel(x_flat), dyn, *cs))
 
     def residual(x: Array, fx: Array) -> Array:
         scale = tree_norm(jax.lax.stop_gradient(fx))
@@ -91,6 +97,14 @@ def _fixed_point_jit(T, x0, params, y, solver, adjoint, throw, probe) -> Solutio
     if throw:
         x = _raise_if_failed(x, stats, solver)
     return Solution(value=unravel(x), stats=stats)
+
+
+def _identity(x):
+    return x
+
+
+def _ravel(tree):
+    return ravel_pytree(tree)[0]
 
 
 def _implicit_solve(fn, solver, adjoint, throw, residual, x0, args, probe):

@@ -66,6 +66,16 @@ def gmres(
     residual, and a stop on ``‖r‖ <= tol ‖g‖`` checked after *every* product (not per cycle).
     ``max_iter`` counts operator applications in total, across restarts.
     """
+    shape = g.shape
+    if g.ndim != 1:  # the Arnoldi basis holds flat vectors
+        u, stats = gmres(
+            lambda v: op(v.reshape(shape)).reshape(-1),
+            g.reshape(-1),
+            tol=tol,
+            max_iter=max_iter,
+            restart=restart,
+        )
+        return u.reshape(shape), stats
     m = min(restart, max_iter)
     dtype = g.dtype
     gnorm = jnp.linalg.norm(g)

@@ -11,8 +11,8 @@ from ._base import AbstractFixedPointSolver, Map, Residual, check_tolerances
 
 
 class AndersonState(eqx.Module):
-    images: Float[Array, "m n"]  # T(x_i) for the last m iterates
-    residuals: Float[Array, "m n"]  # f_i = T(x_i) − x_i
+    images: Float[Array, "m ..."]  # T(x_i) for the last m iterates
+    residuals: Float[Array, "m ..."]  # f_i = T(x_i) − x_i
     gram: Float[Array, "m m"]  # <f_i, f_j>
     count: Int[Array, ""]  # iterations taken so far
     best: Float[Array, ""]  # smallest residual seen since the last restart
@@ -64,10 +64,12 @@ class Anderson(AbstractFixedPointSolver):
             raise ValueError(f"Anderson: restart must exceed 1, got {self.restart!r}")
 
     def init(self, fn: Map, x: Array) -> AndersonState:
-        m, n = self.memory, x.size
+        # The history keeps the iterate's own shape: reshaping images to vectors would make XLA
+        # relayout them around every convolution of the map.
+        m = self.memory
         return AndersonState(
-            images=jnp.zeros((m, n), x.dtype),
-            residuals=jnp.zeros((m, n), x.dtype),
+            images=jnp.zeros((m,) + x.shape, x.dtype),
+            residuals=jnp.zeros((m,) + x.shape, x.dtype),
             gram=jnp.zeros((m, m), x.dtype),
             count=jnp.zeros((), jnp.int32),
             best=jnp.full((), jnp.inf, x.dtype),
@@ -77,23 +79,23 @@ class Anderson(AbstractFixedPointSolver):
         self, fn: Map, x: Array, state: AndersonState, residual: Residual
     ) -> tuple[Array, AndersonState, Array]:
         m, dtype = self.memory, x.dtype
-        shape = x.shape
-        x, gx = x.reshape(-1), fn(x).reshape(-1)
+        gx = fn(x)
         f = gx - x
+        hist = (slice(None),) + (None,) * x.ndim  # broadcast a per-slot mask over the history
         res = residual(x, gx)
 
         # Restart: forget the history if the residual blew up relative to the best seen.
         fresh = res > self.restart * state.best
         count = jnp.where(fresh, 0, state.count)
         valid_prev = (jnp.arange(m) < jnp.minimum(count, m)) & ~fresh
-        residuals = jnp.where(valid_prev[:, None], state.residuals, 0)
-        images = jnp.where(valid_prev[:, None], state.images, 0)
+        residuals = jnp.where(valid_prev[hist], state.residuals, 0)
+        images = jnp.where(valid_prev[hist], state.images, 0)
         gram = jnp.where(valid_prev[:, None] & valid_prev[None, :], state.gram, 0)
 
         slot = count % m
         images = images.at[slot].set(gx)
         residuals = residuals.at[slot].set(f)
-        row = residuals @ f
+        row = jnp.tensordot(residuals, f, axes=f.ndim)
         gram = gram.at[slot, :].set(row).at[:, slot].set(row)
         valid = jnp.arange(m) < jnp.minimum(count + 1, m)
 
@@ -102,14 +104,14 @@ class Anderson(AbstractFixedPointSolver):
         alpha = jax.lax.stop_gradient(_mixing_weights(gram, valid, self._regularization(dtype)))
         ok = jnp.all(jnp.isfinite(alpha))
         alpha = jnp.where(ok, alpha, 0)
-        mixed = alpha @ images
+        mixed = jnp.tensordot(alpha, images, axes=1)
         if self.mixing != 1.0:
-            mixed = mixed - (1 - self.mixing) * (alpha @ residuals)
+            mixed = mixed - (1 - self.mixing) * jnp.tensordot(alpha, residuals, axes=1)
         x_new = jnp.where(ok, mixed, x + self.mixing * f)
 
         best = jnp.where(fresh, res, jnp.minimum(state.best, res))
         new_state = AndersonState(images, residuals, gram, count + 1, best)
-        return x_new.reshape(shape), new_state, res
+        return x_new, new_state, res
 
     def _regularization(self, dtype: jnp.dtype) -> float:
         if self.regularization is not None:
