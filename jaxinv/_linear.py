@@ -66,16 +66,9 @@ def gmres(
     residual, and a stop on ``‖r‖ <= tol ‖g‖`` checked after *every* product (not per cycle).
     ``max_iter`` counts operator applications in total, across restarts.
     """
-    shape = g.shape
-    if g.ndim != 1:  # the Arnoldi basis holds flat vectors
-        u, stats = gmres(
-            lambda v: op(v.reshape(shape)).reshape(-1),
-            g.reshape(-1),
-            tol=tol,
-            max_iter=max_iter,
-            restart=restart,
-        )
-        return u.reshape(shape), stats
+    # The Arnoldi basis keeps the vectors' own shape (no flattening: that would make XLA
+    # relayout images around every application of the operator).
+    axes = g.ndim
     m = min(restart, max_iter)
     dtype = g.dtype
     gnorm = jnp.linalg.norm(g)
@@ -84,7 +77,7 @@ def gmres(
     def arnoldi_cycle(u):
         r = g - op(u)
         beta = jnp.linalg.norm(r)
-        basis = jnp.zeros((m + 1, g.size), dtype).at[0].set(r / jnp.where(beta > 0, beta, 1))
+        basis = jnp.zeros((m + 1,) + g.shape, dtype).at[0].set(r / jnp.where(beta > 0, beta, 1))
         hess = jnp.zeros((m + 1, m), dtype)
         cs = jnp.zeros((m,), dtype)
         sn = jnp.zeros((m,), dtype)
@@ -101,8 +94,8 @@ def gmres(
         mask = (jnp.arange(m + 1) <= j).astype(dtype)
         col = jnp.zeros((m + 1,), dtype)
         for _ in range(2):  # CGS2: two passes keep the basis orthogonal to working precision
-            h = (basis @ w) * mask
-            w = w - h @ basis
+            h = jnp.tensordot(basis, w, axes=axes) * mask
+            w = w - jnp.tensordot(h, basis, axes=1)
             col = col + h
         hnext = jnp.linalg.norm(w)
         basis = basis.at[j + 1].set(w / jnp.where(hnext > 0, hnext, 1))
@@ -141,7 +134,7 @@ def gmres(
         tri = jnp.where(active[:, None] & active[None, :], hess[:m], 0)
         tri = tri + jnp.diag(jnp.where(active, 0, 1).astype(dtype))
         coef = solve_triangular(tri, jnp.where(active, e[:m], 0), lower=False)
-        u = u + coef @ basis[:m]
+        u = u + jnp.tensordot(coef, basis[:m], axes=1)
         return u, k, jnp.abs(e[j]), ok
 
     init = (jnp.zeros_like(g), jnp.zeros((), jnp.int32), gnorm, jnp.array(True))
