@@ -24,3 +24,8 @@ from .solvers import Anderson as Anderson
 from .solvers import Picard as Picard
 
 __version__ = "0.1.0"
+
+# The training layer builds on everything above.
+from . import models as models  # noqa: E402
+from . import tasks as tasks  # noqa: E402
+from . import train as train  # noqa: E402
