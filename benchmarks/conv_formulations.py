@@ -374,7 +374,7 @@ def main():
     ap.add_argument("--two-device-worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--flags-worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    reps = a.reps or 7
+    reps = a.reps or 5
     if a.two_device_worker:
         return two_device_worker(reps)
     if a.flags_worker:
@@ -417,7 +417,7 @@ def main():
         few = max(3, reps // 2)
         sections += [
             ("main case, zero boundary", MAIN, "zero", three, False, few),
-            ("96x96, k=11", dict(MAIN, k=11), "circular", ["fft", "stencil"], False, few),
+            ("96x96, k=9", dict(MAIN, k=9), "circular", ["fft", "stencil"], False, few),
             ("28x28, k=5", dict(MAIN, h=28, w=28), "circular", three, False, few),
             ("256x256, k=5", dict(MAIN, h=256, w=256), "circular", ["fft", "stencil"], False, few),
         ]

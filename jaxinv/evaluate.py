@@ -141,13 +141,21 @@ def read_user_images(
 
 def degrade_images(task: Any, images: Sequence[np.ndarray], seed: int) -> list[jax.Array]:
     """Measurements of each image, with noise key ``fold_in(PRNGKey(seed), i)`` for image ``i``
-    (so an image's noise does not depend on which other images are evaluated with it)."""
+    (so an image's noise does not depend on which other images are evaluated with it). Images
+    of one shape are degraded in one vectorised call."""
     dtype = jnp.result_type(float)
-    key = jax.random.PRNGKey(seed)
-    return [
-        task.degrade(jnp.asarray(x, dtype), jax.random.fold_in(key, i))
-        for i, x in enumerate(images)
-    ]
+    base = jax.random.PRNGKey(seed)
+    out: list[jax.Array | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(images):
+        groups.setdefault(tuple(np.shape(x)), []).append(i)
+    for idx in groups.values():
+        keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.asarray(idx))
+        x = jnp.asarray(np.stack([images[i] for i in idx]), dtype)
+        y = jax.vmap(task.degrade)(x, keys)
+        for j, i in enumerate(idx):
+            out[i] = y[j]
+    return out  # type: ignore[return-value]
 
 
 def degraded_view(task: Any, y: jax.Array) -> jax.Array:
@@ -434,7 +442,8 @@ def format_table(result: dict[str, Any], *, max_rows: int | None = 20) -> str:
     lines.append(f"{'mean':<{width}}  " + fmt(result["mean"]))
     rec = result["mean"]["reconstruction"]
     lines.append(
-        f"{len(rows)} images; reconstruction: {rec['iterations']:.1f} iterations on average, "
+        f"{len(rows)} image{'s' if len(rows) != 1 else ''}; reconstruction: "
+        f"{rec['iterations']:.1f} iterations on average, "
         f"{rec['converged']:.0%} converged"
     )
     return "\n".join(lines)

@@ -37,7 +37,7 @@ def _save(fig, path: str | os.PathLike[str]) -> Path:
     plt = _pyplot()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=100, bbox_inches="tight", format="png")
+    fig.savefig(p, dpi=100, format="png")
     plt.close(fig)
     return p
 

@@ -213,22 +213,35 @@ def test_help_returns_0(capsys):
 
 
 def test_reproduce_tiny(tmp_path, capsys, monkeypatch):
-    # the quick MNIST settings with an even cheaper solver (compiles faster) and 1 step
-    tiny = dict(reproduce._QUICK["mnist"], solver="picard", adjoint="fixed_point", max_iter=20)
-    monkeypatch.setitem(reproduce._QUICK, "mnist", dict(tiny, adjoint_max_iter=20))
+    # the quick natural-image settings made tinier (1 step on 16x16 patches, a cheaper solver
+    # that compiles faster); the test images get the validation shape, so their solve reuses it
+    tiny = dict(
+        reproduce._QUICK["natural"],
+        patch_size=16,
+        num_train=4,
+        num_val=2,
+        batch_size=2,
+        solver="picard",
+        adjoint="fixed_point",
+        max_iter=20,
+        adjoint_max_iter=20,
+    )
+    monkeypatch.setitem(reproduce._QUICK, "natural", tiny)
+    monkeypatch.setitem(reproduce._EVAL[True], "natural", dict(max_images=2, crop=16))
     out = tmp_path / "repro"
-    argv = ["reproduce", "--quick", "--steps", "1", "--tasks", "denoise", "--archs", "dense"]
+    argv = ["reproduce", "--quick", "--steps", "1", "--tasks", "deblur", "--archs", "conv2x11"]
     assert cli.main([*argv, "--quiet", "--out", str(out)]) == 0
     md = (out / "results.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| denoise | dense | mnist |")]
+    rows = [line for line in md.splitlines() if line.startswith("| deblur | conv2x11 | natural |")]
     assert len(rows) == 2 and "bilevel" in rows[0] and "deq" in rows[1]
     assert "## Bilevel vs DEQ" in md
     data = json.loads((out / "results.json").read_text())
     assert [r["model"] for r in data["rows"]] == ["bilevel", "deq"]
     for r in data["rows"]:
-        assert r["num_params"] > 0 and np.isfinite(r["psnr"]) and r["test_images"] == 16
-    for name in ("comparison_quality", "comparison_cost", "denoise-dense-deq"):
+        assert r["num_params"] > 0 and np.isfinite(r["psnr"]) and r["test_images"] == 2
+    for name in ("comparison_quality", "comparison_cost", "deblur-conv2x11-deq"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 2000
+    assert (out / "runs" / "deblur-conv2x11-deq" / "figures" / "filters_C.png").is_file()
     capsys.readouterr()
     # an existing output directory needs --resume (reuse finished runs) or --overwrite
     _error(capsys, [*argv, "--out", str(out)], "--resume", "--overwrite")
