@@ -343,6 +343,9 @@ def _adj_fft(z, filters, boundary):
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+# Full float32 arithmetic on every backend: GPUs would otherwise convolve in TF32 and TPUs in
+# bfloat16 passes, which stalls fixed-point residuals near 1e-3.
+_EXACT = lax.Precision.HIGHEST
 
 
 def _corr_conv(x, filters, boundary):
@@ -352,7 +355,9 @@ def _corr_conv(x, filters, boundary):
     else:
         xp, padding = x, [(lo, hi), (lo, hi)]
     kern = jnp.transpose(filters, (1, 2, 0))[:, :, None, :]  # (k, k, 1, F)
-    z = lax.conv_general_dilated(xp[..., None], kern, (1, 1), padding, dimension_numbers=_NHWC)
+    z = lax.conv_general_dilated(
+        xp[..., None], kern, (1, 1), padding, dimension_numbers=_NHWC, precision=_EXACT
+    )
     return jnp.transpose(z, (0, 3, 1, 2))
 
 
@@ -365,7 +370,9 @@ def _adj_conv(z, filters, boundary):
     else:
         padding = [(hi, lo), (hi, lo)]
     kern = jnp.transpose(jnp.flip(filters, (-2, -1)), (1, 2, 0))[..., None]  # (k, k, F, 1)
-    out = lax.conv_general_dilated(zt, kern, (1, 1), padding, dimension_numbers=_NHWC)
+    out = lax.conv_general_dilated(
+        zt, kern, (1, 1), padding, dimension_numbers=_NHWC, precision=_EXACT
+    )
     return out[..., 0]
 
 

@@ -9,7 +9,8 @@ from jaxtyping import Array, PyTree
 
 def tree_dot(a: PyTree[Array], b: PyTree[Array]) -> Array:
     """Real inner product ``<a, b>`` summed over every leaf."""
-    leaves = jax.tree.leaves(jax.tree.map(lambda u, v: jnp.vdot(u, v).real, a, b))
+    hi = jax.lax.Precision.HIGHEST
+    leaves = jax.tree.leaves(jax.tree.map(lambda u, v: jnp.vdot(u, v, precision=hi).real, a, b))
     return sum(leaves, jnp.zeros((), leaves[0].dtype)) if leaves else jnp.zeros(())
 
 

@@ -164,11 +164,12 @@ def _matrix_norm(w: Array) -> Array:
     v = jax.random.normal(jax.random.PRNGKey(0), (w.shape[1],), w.dtype)
 
     def body(_, v):
-        u = w.T @ (w @ v)
+        hi = jax.lax.Precision.HIGHEST
+        u = jnp.matmul(w.T, jnp.matmul(w, v, precision=hi), precision=hi)
         return u / jnp.maximum(jnp.linalg.norm(u), jnp.finfo(w.dtype).tiny)
 
     v = jax.lax.fori_loop(0, NORM_ITERS, body, v / jnp.linalg.norm(v))
-    return jnp.linalg.norm(w @ v)
+    return jnp.linalg.norm(jnp.matmul(w, v, precision=jax.lax.Precision.HIGHEST))
 
 
 def _check_common(arch: str, task: Task, image_shape: Sequence[int]) -> tuple[int, int]:

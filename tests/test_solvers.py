@@ -199,3 +199,42 @@ def test_misuse_raises_before_compiling():
         ji.fixed_point(lambda x, p, y: x, x0, {}, y, solver="anderson")
     with pytest.raises(TypeError, match="adjoint"):
         ji.fixed_point(lambda x, p, y: x, x0, {}, y, adjoint="cg")
+
+
+def _products(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if "dot_general" in ln or "convolution(" in ln]
+
+
+def test_products_run_in_full_precision(monkeypatch):
+    # GPUs would run float32 products in TF32 (TPUs in bfloat16 passes) unless told otherwise,
+    # which stalls residuals near 1e-3: every matrix product and convolution of a solve and of
+    # its implicit gradient asks for HIGHEST precision.
+    from jaxinv import _conv, energies, operators
+
+    monkeypatch.setattr(_conv, "choose_method", lambda *a, **k: "conv")  # the GPU formulation
+    op = operators.Identity()
+    conv_map = energies.deq_conv_map(op, activation="tanh", boundary="circular")
+    filters = 0.1 * jnp.ones((2, 3, 3))
+    p_conv = {"lam": 1.0, "tau": 0.5, "K": filters, "C": filters, "b": jnp.zeros(2)}
+    dense_map = energies.deq_dense_map(op, activation="tanh")
+    p_dense = {
+        "lam": 1.0,
+        "tau": 0.5,
+        "gamma": 1.0,
+        "W": 0.01 * jnp.ones((5, 36)),
+        "V": 0.01 * jnp.ones((36, 5)),
+        "b": jnp.zeros(5),
+    }
+    y = jnp.ones((6, 6))
+    solver = ji.Anderson(tol=1e-5, max_iter=20)
+    for T, p in ((conv_map, p_conv), (dense_map, p_dense)):
+
+        def loss(p, T=T):
+            sol = ji.fixed_point(T, y, p, y, solver=solver, adjoint=ji.Implicit("gmres"))
+            return jnp.sum(sol.value)
+
+        text = jax.jit(jax.grad(loss)).lower(p).as_text()
+        found = _products(text)
+        assert found, "expected matrix products / convolutions in the lowered program"
+        loose = [ln.strip()[:120] for ln in found if "HIGHEST" not in ln]
+        assert not loose, f"products without full precision: {loose}"

@@ -37,4 +37,5 @@ def operator_norm(
         return u / jnp.maximum(jnp.linalg.norm(u), tiny)
 
     v = lax.fori_loop(0, int(num_iter), lambda _, u: unit(op.normal(u)), unit(v))
-    return jnp.sqrt(jnp.maximum(jnp.vdot(v, op.normal(v)), 0.0))
+    vtv = jnp.vdot(v, op.normal(v), precision=lax.Precision.HIGHEST)
+    return jnp.sqrt(jnp.maximum(vtv, 0.0))

@@ -33,7 +33,7 @@ def dense(
             f"dense: need W of shape (m, {d}) for {x.shape[-2:]} images and b of shape (m,), got "
             f"W {w.shape}, b {b.shape}"
         )
-    z = x.reshape(x.shape[:-2] + (d,)) @ w.T + b
+    z = jnp.matmul(x.reshape(x.shape[:-2] + (d,)), w.T, precision=jax.lax.Precision.HIGHEST) + b
     return params["gamma"] * jnp.sum(pot.rho(z))
 
 

@@ -95,7 +95,7 @@ class Anderson(AbstractFixedPointSolver):
         slot = count % m
         images = images.at[slot].set(gx)
         residuals = residuals.at[slot].set(f)
-        row = jnp.tensordot(residuals, f, axes=f.ndim)
+        row = jnp.tensordot(residuals, f, axes=f.ndim, precision=jax.lax.Precision.HIGHEST)
         gram = gram.at[slot, :].set(row).at[:, slot].set(row)
         valid = jnp.arange(m) < jnp.minimum(count + 1, m)
 
@@ -104,9 +104,11 @@ class Anderson(AbstractFixedPointSolver):
         alpha = jax.lax.stop_gradient(_mixing_weights(gram, valid, self._regularization(dtype)))
         ok = jnp.all(jnp.isfinite(alpha))
         alpha = jnp.where(ok, alpha, 0)
-        mixed = jnp.tensordot(alpha, images, axes=1)
+        mixed = jnp.tensordot(alpha, images, axes=1, precision=jax.lax.Precision.HIGHEST)
         if self.mixing != 1.0:
-            mixed = mixed - (1 - self.mixing) * jnp.tensordot(alpha, residuals, axes=1)
+            mixed = mixed - (1 - self.mixing) * jnp.tensordot(
+                alpha, residuals, axes=1, precision=jax.lax.Precision.HIGHEST
+            )
         x_new = jnp.where(ok, mixed, x + self.mixing * f)
 
         best = jnp.where(fresh, res, jnp.minimum(state.best, res))
