@@ -81,20 +81,20 @@ class Anderson(AbstractFixedPointSolver):
         m, dtype = self.memory, x.dtype
         gx = fn(x)
         f = gx - x
-        hist = (slice(None),) + (None,) * x.ndim  # broadcast a per-slot mask over the history
         res = residual(x, gx)
 
         # Restart: forget the history if the residual blew up relative to the best seen.
         fresh = res > self.restart * state.best
         count = jnp.where(fresh, 0, state.count)
         valid_prev = (jnp.arange(m) < jnp.minimum(count, m)) & ~fresh
-        residuals = jnp.where(valid_prev[hist], state.residuals, 0)
-        images = jnp.where(valid_prev[hist], state.images, 0)
         gram = jnp.where(valid_prev[:, None] & valid_prev[None, :], state.gram, 0)
 
+        # Slots outside the valid history keep stale (finite) values: they get weight exactly 0
+        # below, so the history is updated in place rather than masked (a copy of m images per
+        # iteration, a third of the solver's overhead).
         slot = count % m
-        images = images.at[slot].set(gx)
-        residuals = residuals.at[slot].set(f)
+        images = state.images.at[slot].set(gx)
+        residuals = state.residuals.at[slot].set(f)
         row = jnp.tensordot(residuals, f, axes=f.ndim, precision=jax.lax.Precision.HIGHEST)
         gram = gram.at[slot, :].set(row).at[:, slot].set(row)
         valid = jnp.arange(m) < jnp.minimum(count + 1, m)
