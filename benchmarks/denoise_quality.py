@@ -46,6 +46,7 @@ import numpy as np
 from jaxinv.data import SPLITS, center_crops, load_images
 from jaxinv.evaluate import degrade_images, tune_tv_for_run, tv_reconstruct
 from jaxinv.metrics import psnr, ssim
+from jaxinv.models import _FOE_INIT
 from jaxinv.solvers import Anderson
 from jaxinv.train import TrainConfig, load_run, read_metrics, reconstruct, train
 
@@ -82,7 +83,7 @@ def foe_config(args: argparse.Namespace) -> TrainConfig:
         solver="anderson",
         tol=1e-4,
         max_iter=200,
-        adjoint="gmres" if args.potential == "student_t" else "cg",
+        adjoint="cg",
         adjoint_tol=1e-4,
         adjoint_max_iter=200,
         seed=args.train_seed,
@@ -115,6 +116,9 @@ def train_or_reuse(
             config = saved
     if not reused:
         train(config, run_dir, progress=True, resume=not retrain, overwrite=retrain)
+        dev = jax.devices()[0]
+        where = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__}
+        (run_dir / "trained_on.json").write_text(json.dumps(where) + "\n")
     times = [r["time"] for r in read_metrics(run_dir) if r.get("kind") == "train" and "time" in r]
     return config, (float(times[-1]) if times else float("nan")), reused
 
@@ -135,13 +139,23 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--filters", type=int, default=48)
     p.add_argument("--size", type=int, default=7)
-    p.add_argument("--potential", default="logcosh")
-    p.add_argument("--init-scale", type=float, default=None, help="FoE potential scale at start")
-    p.add_argument("--init-weight", type=float, default=None, help="FoE filter weight at start")
+    p.add_argument("--potential", default="student_t")
+    p.add_argument(
+        "--init-scale",
+        type=float,
+        default=None,
+        help="FoE potential scale at start (Student-t: 40; otherwise the model's default)",
+    )
+    p.add_argument(
+        "--init-weight",
+        type=float,
+        default=None,
+        help="FoE filter weight at start (Student-t: 2 sigma / (filters * init scale))",
+    )
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--num-train", type=int, default=512)
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-image-size", type=int, default=512)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="noise seed of the test images")
@@ -149,8 +163,13 @@ def main() -> None:
     p.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run directory of the FoE model")
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--no-bm3d", action="store_true")
+    p.add_argument("--train-only", action="store_true", help="train (or resume) and stop")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
+    if args.potential == "student_t":  # the model's defaults, written into the run's config
+        scale, gain = _FOE_INIT["student_t"]
+        args.init_scale = args.init_scale or scale
+        args.init_weight = args.init_weight or gain * SIGMA / (args.filters * args.init_scale)
 
     config = foe_config(args)
     print(
@@ -158,7 +177,18 @@ def main() -> None:
         f"{config.patch_size}x{config.patch_size} patches -> {args.run}"
     )
     config, train_s, reused = train_or_reuse(config, args.run, args.retrain)
-    print(f"training time {train_s:.0f} s" + (" (reused finished run)" if reused else ""))
+    trained_on = (
+        json.loads((args.run / "trained_on.json").read_text())
+        if (args.run / "trained_on.json").exists()
+        else None
+    )
+    print(
+        f"training time {train_s:.0f} s"
+        + (f" on {trained_on['device']}" if trained_on else "")
+        + (" (reused finished run)" if reused else "")
+    )
+    if args.train_only:
+        return
     task = config.make_task()
 
     names = list(SPLITS["test"])
@@ -254,6 +284,7 @@ def main() -> None:
             "config": config.to_dict(),
             "run_dir": os.path.relpath(args.run, ROOT.parent),
             "train_time_s": train_s,
+            "trained_on": trained_on,
             "reused_run": reused,
             "num_params": inst.num_params(),
             "test_iterations": foe_iters,

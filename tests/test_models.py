@@ -153,6 +153,21 @@ def test_tied_foe_map_is_a_gradient_step_on_its_energy():
     np.testing.assert_allclose(t, x - p["tau"] * grad, atol=1e-12)
 
 
+def test_foe_initial_scale_and_weight_depend_on_the_potential():
+    task = make_task("denoise", sigma=0.1)
+    f = 6
+    for potential, scale, gain in (("logcosh", 300.0, 1.4), ("student_t", 40.0, 2.0)):
+        p = models.build_model("foe", 0, task, SHAPE, num_filters=f, potential=potential).params
+        np.testing.assert_allclose(jnp.exp(p["log_scale"]), scale, rtol=1e-12)
+        np.testing.assert_allclose(jnp.exp(p["log_weights"]), gain * 0.1 / (f * scale), rtol=1e-12)
+    # explicit values win
+    p = models.build_model(
+        "foe", 0, task, SHAPE, num_filters=f, potential="student_t", init_scale=7.0, init_weight=0.5
+    ).params
+    np.testing.assert_allclose(jnp.exp(p["log_scale"]), 7.0, rtol=1e-12)
+    np.testing.assert_allclose(jnp.exp(p["log_weights"]), 0.5, rtol=1e-12)
+
+
 def test_dense_parameter_counts_match_the_paper():
     task = make_task("denoise", dataset="mnist")
     tied = models.build_model("dense", 0, task, (28, 28), tied=True)
