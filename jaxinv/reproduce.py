@@ -15,16 +15,17 @@ map with identical settings, evaluate both on the held-out test split, and write
 ``quick=True`` uses tiny settings (2 steps on a few small examples) so the whole grid finishes in
 minutes on two CPU cores; it checks the pipeline, it does not measure the methods.
 
-Measured durations (2-core AMD EPYC development machine shared with other jobs, load average 4-6,
-so wall-clock times are inflated about 1.5-2x):
+Measured durations on the 2-core development machine (Intel Xeon, jax 0.10.2):
 
-* ``jaxinv reproduce --quick``: 405 s wall, 298 s of CPU time (18 runs; almost all of it is XLA
-  compilation of the training step and of the solve, about 10-25 s per run).
-* ``jaxinv reproduce`` (full): not run to the end; estimated at about 5-6 hours on that machine
-  from a run of the full settings with ``--steps 3`` (1158 s wall, which includes compilation and
-  the full test evaluation): the 6 dense MNIST runs at 1000 steps of 0.3-4.3 s, the 12
-  convolutional runs at 300 steps of 0.2-3.1 s. Early steps are a rough guide (iteration counts
-  change as the models train), so treat this as an estimate, not a measurement.
+* ``jaxinv reproduce`` (full, the settings below): **3256 s wall (54 min)**, 2879 s of user CPU
+  time, 1.7 GB peak memory, measured while a 25-minute training job and the test suite shared
+  the two cores (load average 3-4), so an idle machine should need about 40 minutes. Per
+  training step: 0.3-2.1 s for the dense MNIST models (batch 100), 0.2-1.6 s for the
+  convolutional ones (batch 8 of 64x64). Results: ``benchmarks/results/reproduce.md``.
+* ``jaxinv reproduce --quick``: 405 s wall, 298 s of CPU time at load 4-6 (18 runs; almost all of
+  it is XLA compilation of the training step and of the solve, about 10-25 s per run).
+* The paper's own budgets (100 epochs on MNIST, i.e. ``--steps 4000`` for the dense runs; 500
+  epochs on faces for the convolutional ones) are 20x the full run and more: not measured.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ MODELS = ("bilevel", "deq")
 # by the same iteration as the forward problem: Anderson acceleration (memory 5) for both, which
 # the paper uses on MNIST (its convolutional experiments use plain fixed-point iteration, which
 # converges far more slowly). Full: the paper's MNIST optimiser and tolerances (Adam 1e-3,
-# cosine decay to 1e-6, batch 100, tol 1e-3, <= 50 iterations) for 25 of its 100 epochs; for the
+# cosine decay to 1e-6, batch 100, tol 1e-3, <= 50 iterations) for 5 of its 100 epochs; for the
 # convolutional models 64x64 natural-image patches instead of CelebA faces, tol 1e-4 (<= 300
-# iterations) instead of 1e-14, and 300 steps instead of 500 epochs.
+# iterations) instead of 1e-14, and 150 steps instead of 500 epochs. Sized so the whole grid
+# runs in under an hour on two CPU cores.
 _SOLVER = dict(solver="anderson", adjoint="anderson", memory=5, schedule="cosine")
 _FULL = {
     "mnist": dict(
@@ -63,15 +65,15 @@ _FULL = {
         num_train=4000,
         num_val=100,
         batch_size=100,
-        steps=1000,
+        steps=200,
         lr=1e-3,
         lr_final=1e-6,
         tol=1e-3,
         max_iter=50,
         adjoint_tol=1e-3,
         adjoint_max_iter=50,
-        eval_every=250,
-        checkpoint_every=250,
+        eval_every=50,
+        checkpoint_every=50,
     ),
     "natural": dict(
         _SOLVER,
@@ -79,15 +81,15 @@ _FULL = {
         num_train=128,
         num_val=8,
         batch_size=8,
-        steps=300,
+        steps=150,
         lr=3e-3,
         lr_final=3e-5,
         tol=1e-4,
         max_iter=300,
         adjoint_tol=1e-4,
         adjoint_max_iter=300,
-        eval_every=100,
-        checkpoint_every=100,
+        eval_every=50,
+        checkpoint_every=50,
     ),
 }
 # Quick: the same solvers on a few tiny examples for 2 steps. The test images have the shape and
