@@ -49,7 +49,6 @@ import numpy as np
 from jaxinv.data import SPLITS, center_crops, load_images
 from jaxinv.evaluate import degrade_images, tune_tv_for_run, tv_reconstruct
 from jaxinv.metrics import psnr, ssim
-from jaxinv.models import _FOE_INIT
 from jaxinv.solvers import Anderson
 from jaxinv.train import TrainConfig, load_run, read_metrics, reconstruct, train
 
@@ -97,11 +96,12 @@ def foe_config(args: argparse.Namespace) -> TrainConfig:
 
 def train_or_reuse(
     config: TrainConfig, run_dir: Path, retrain: bool
-) -> tuple[TrainConfig, float, bool]:
+) -> tuple[TrainConfig, float, bool, dict | None]:
     """Train ``config`` into ``run_dir``, or reuse the finished run there (with ITS
     configuration, reported if it differs from ``config``), or resume an unfinished one.
     Returns the configuration used, the training time in seconds (optimiser steps only, from
-    the metrics) and whether a finished run was reused."""
+    the metrics), whether a finished run was reused, and the device it was trained on (from
+    ``trained_on.json``, written after training; ``None`` for runs that predate it)."""
     from jaxinv.train._checkpoint import read_header
 
     reused = False
@@ -117,13 +117,15 @@ def train_or_reuse(
                     f"command line in {diff} (pass --retrain to train with the command line's)"
                 )
             config = saved
+    where = run_dir / "trained_on.json"
     if not reused:
         train(config, run_dir, progress=True, resume=not retrain, overwrite=retrain)
         dev = jax.devices()[0]
-        where = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__}
-        (run_dir / "trained_on.json").write_text(json.dumps(where) + "\n")
+        info = {"device": dev.device_kind, "platform": dev.platform, "jax": jax.__version__}
+        where.write_text(json.dumps(info) + "\n")
+    trained_on = json.loads(where.read_text()) if where.exists() else None
     times = [r["time"] for r in read_metrics(run_dir) if r.get("kind") == "train" and "time" in r]
-    return config, (float(times[-1]) if times else float("nan")), reused
+    return config, (float(times[-1]) if times else float("nan")), reused, trained_on
 
 
 def run_bm3d(noisy: list[np.ndarray]) -> tuple[list[np.ndarray] | None, float, str]:
@@ -147,13 +149,13 @@ def main() -> None:
         "--init-scale",
         type=float,
         default=None,
-        help="FoE potential scale at start (Student-t: 40; otherwise the model's default)",
+        help="FoE potential scale at start (default: the model's, by potential)",
     )
     p.add_argument(
         "--init-weight",
         type=float,
         default=None,
-        help="FoE filter weight at start (Student-t: 2 sigma / (filters * init scale))",
+        help="FoE filter weight at start (default: the model's, by potential)",
     )
     p.add_argument("--patch", type=int, default=48)
     p.add_argument("--num-train", type=int, default=512)
@@ -169,22 +171,12 @@ def main() -> None:
     p.add_argument("--train-only", action="store_true", help="train (or resume) and stop")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
-    if args.potential == "student_t":  # the model's defaults, written into the run's config
-        scale, gain = _FOE_INIT["student_t"]
-        args.init_scale = args.init_scale or scale
-        args.init_weight = args.init_weight or gain * SIGMA / (args.filters * args.init_scale)
-
     config = foe_config(args)
     print(
         f"FoE: {config.arch_options}, {config.steps} steps of {config.batch_size} "
         f"{config.patch_size}x{config.patch_size} patches -> {args.run}"
     )
-    config, train_s, reused = train_or_reuse(config, args.run, args.retrain)
-    trained_on = (
-        json.loads((args.run / "trained_on.json").read_text())
-        if (args.run / "trained_on.json").exists()
-        else None
-    )
+    config, train_s, reused, trained_on = train_or_reuse(config, args.run, args.retrain)
     print(
         f"training time {train_s:.0f} s"
         + (f" on {trained_on['device']}" if trained_on else "")

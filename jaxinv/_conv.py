@@ -46,6 +46,8 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 from jaxtyping import Array, Float
 
+from ._tree import EXACT
+
 BOUNDARIES = ("circular", "zero")
 METHODS = ("auto", "stencil", "fft", "conv")
 
@@ -343,9 +345,6 @@ def _adj_fft(z, filters, boundary):
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
-# Full float32 arithmetic on every backend: GPUs would otherwise convolve in TF32 and TPUs in
-# bfloat16 passes, which stalls fixed-point residuals near 1e-3.
-_EXACT = lax.Precision.HIGHEST
 
 
 def _corr_conv(x, filters, boundary):
@@ -356,7 +355,7 @@ def _corr_conv(x, filters, boundary):
         xp, padding = x, [(lo, hi), (lo, hi)]
     kern = jnp.transpose(filters, (1, 2, 0))[:, :, None, :]  # (k, k, 1, F)
     z = lax.conv_general_dilated(
-        xp[..., None], kern, (1, 1), padding, dimension_numbers=_NHWC, precision=_EXACT
+        xp[..., None], kern, (1, 1), padding, dimension_numbers=_NHWC, precision=EXACT
     )
     return jnp.transpose(z, (0, 3, 1, 2))
 
@@ -371,7 +370,7 @@ def _adj_conv(z, filters, boundary):
         padding = [(hi, lo), (hi, lo)]
     kern = jnp.transpose(jnp.flip(filters, (-2, -1)), (1, 2, 0))[..., None]  # (k, k, F, 1)
     out = lax.conv_general_dilated(
-        zt, kern, (1, 1), padding, dimension_numbers=_NHWC, precision=_EXACT
+        zt, kern, (1, 1), padding, dimension_numbers=_NHWC, precision=EXACT
     )
     return out[..., 0]
 
@@ -398,7 +397,7 @@ def _filter_gradient(x, z, k: int, boundary: str):
         (1, 1),
         "VALID",
         dimension_numbers=("NCHW", "OIHW", "NCHW"),
-        precision=lax.Precision.HIGHEST,
+        precision=EXACT,
     )
     return g[0]
 

@@ -16,10 +16,7 @@ from jax.scipy.linalg import solve_triangular
 from jaxtyping import Array
 
 from ._solution import Stats
-
-# Full float32 products on every backend (GPUs would otherwise use TF32, TPUs bfloat16 passes,
-# and an orthogonal basis or a residual below ~1e-3 would be out of reach).
-_EXACT = jax.lax.Precision.HIGHEST
+from ._tree import EXACT
 
 LinearOperator = Callable[[Array], Array]
 
@@ -37,7 +34,7 @@ def cg(op: LinearOperator, g: Array, *, tol: float, max_iter: int) -> tuple[Arra
     Stops when ``‖r‖ <= tol ‖g‖``, after ``max_iter`` products, or on a non-positive curvature
     ``pᵀAp <= 0`` (then ``op`` is not SPD: the solve reports failure; use GMRES).
     """
-    gnorm2 = jnp.vdot(g, g, precision=_EXACT)
+    gnorm2 = jnp.vdot(g, g, precision=EXACT)
     stop2 = (tol**2) * gnorm2
 
     def cond(c):
@@ -47,12 +44,12 @@ def cg(op: LinearOperator, g: Array, *, tol: float, max_iter: int) -> tuple[Arra
     def body(c):
         u, r, p, rs, k, _ = c
         ap = op(p)
-        pap = jnp.vdot(p, ap, precision=_EXACT)
+        pap = jnp.vdot(p, ap, precision=EXACT)
         ok = pap > 0
         alpha = jnp.where(ok, rs / jnp.where(ok, pap, 1), 0)
         u = u + alpha * p
         r = r - alpha * ap
-        rs_new = jnp.vdot(r, r, precision=_EXACT)
+        rs_new = jnp.vdot(r, r, precision=EXACT)
         p = r + (rs_new / jnp.where(rs > 0, rs, 1)) * p
         return u, r, p, rs_new, k + 1, ok & jnp.isfinite(rs_new)
 
@@ -98,8 +95,8 @@ def gmres(
         mask = (jnp.arange(m + 1) <= j).astype(dtype)
         col = jnp.zeros((m + 1,), dtype)
         for _ in range(2):  # CGS2: two passes keep the basis orthogonal to working precision
-            h = jnp.tensordot(basis, w, axes=axes, precision=_EXACT) * mask
-            w = w - jnp.tensordot(h, basis, axes=1, precision=_EXACT)
+            h = jnp.tensordot(basis, w, axes=axes, precision=EXACT) * mask
+            w = w - jnp.tensordot(h, basis, axes=1, precision=EXACT)
             col = col + h
         hnext = jnp.linalg.norm(w)
         basis = basis.at[j + 1].set(w / jnp.where(hnext > 0, hnext, 1))
@@ -138,7 +135,7 @@ def gmres(
         tri = jnp.where(active[:, None] & active[None, :], hess[:m], 0)
         tri = tri + jnp.diag(jnp.where(active, 0, 1).astype(dtype))
         coef = solve_triangular(tri, jnp.where(active, e[:m], 0), lower=False)
-        u = u + jnp.tensordot(coef, basis[:m], axes=1, precision=_EXACT)
+        u = u + jnp.tensordot(coef, basis[:m], axes=1, precision=EXACT)
         return u, k, jnp.abs(e[j]), ok
 
     init = (jnp.zeros_like(g), jnp.zeros((), jnp.int32), gnorm, jnp.array(True))

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._conv import correlate, correlate_adjoint
+from ._tree import matmul
 from .operators import AbstractOperator, FilterBank, operator_norm
 from .operators._blur import _check_boundary
 from .regularizers import fields_of_experts_grad, get_activation, get_potential
@@ -35,11 +35,6 @@ def _check_op(op: Any) -> None:
             f"op must be a linear operator with __call__ and adjoint (see jaxinv.operators), "
             f"got {type(op).__name__}"
         )
-
-
-def _matmul(a: Array, b: Array) -> Array:
-    """``a @ b`` in full precision on every backend (no TF32 / bfloat16 passes)."""
-    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
 def _residual_grad(op: AbstractOperator, x: Array, y: Array, lam: ArrayLike) -> Array:
@@ -208,7 +203,7 @@ def deq_dense_map(
                 f"got W {w.shape}, V {v.shape}, b {b.shape}"
             )
         u = x.reshape(x.shape[:-2] + (d,))
-        g_reg = p["gamma"] * _matmul(sigma(_matmul(u, w.T) + b), v.T)
+        g_reg = p["gamma"] * matmul(sigma(matmul(u, w.T) + b), v.T)
         g = _residual_grad(op, x, y, p["lam"]) + g_reg.reshape(x.shape)
         return x - p["tau"] * g
 

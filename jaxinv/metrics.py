@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
+from ._tree import EXACT
+
 _SSIM_SIGMA = 1.5
 _SSIM_RADIUS = 5  # int(3.5 * 1.5 + 0.5): skimage's truncate=3.5 -> an 11x11 window
 _K1, _K2 = 0.01, 0.03
@@ -55,9 +57,7 @@ def _filter_valid(a: jax.Array, taps: list[float]) -> jax.Array:
     k = jnp.asarray(taps, a.dtype)
     out = a.reshape(-1, 1, h, w)
     for kernel in (k.reshape(1, 1, -1, 1), k.reshape(1, 1, 1, -1)):
-        out = jax.lax.conv_general_dilated(
-            out, kernel, (1, 1), "VALID", precision=jax.lax.Precision.HIGHEST
-        )
+        out = jax.lax.conv_general_dilated(out, kernel, (1, 1), "VALID", precision=EXACT)
     return out.reshape(*lead, *out.shape[-2:])
 
 

@@ -35,6 +35,7 @@ from jaxtyping import Array, Float, PRNGKeyArray, PyTree
 
 from . import energies
 from ._conv import correlate, correlate_adjoint
+from ._tree import matmul
 from .metrics import psnr
 from .operators import AbstractOperator
 from .regularizers import (
@@ -164,12 +165,11 @@ def _matrix_norm(w: Array) -> Array:
     v = jax.random.normal(jax.random.PRNGKey(0), (w.shape[1],), w.dtype)
 
     def body(_, v):
-        hi = jax.lax.Precision.HIGHEST
-        u = jnp.matmul(w.T, jnp.matmul(w, v, precision=hi), precision=hi)
+        u = matmul(w.T, matmul(w, v))
         return u / jnp.maximum(jnp.linalg.norm(u), jnp.finfo(w.dtype).tiny)
 
     v = jax.lax.fori_loop(0, NORM_ITERS, body, v / jnp.linalg.norm(v))
-    return jnp.linalg.norm(jnp.matmul(w, v, precision=jax.lax.Precision.HIGHEST))
+    return jnp.linalg.norm(matmul(w, v))
 
 
 def _check_common(arch: str, task: Task, image_shape: Sequence[int]) -> tuple[int, int]:

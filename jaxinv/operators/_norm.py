@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._tree import EXACT
 from ._base import AbstractOperator
 
 
@@ -37,5 +38,5 @@ def operator_norm(
         return u / jnp.maximum(jnp.linalg.norm(u), tiny)
 
     v = lax.fori_loop(0, int(num_iter), lambda _, u: unit(op.normal(u)), unit(v))
-    vtv = jnp.vdot(v, op.normal(v), precision=lax.Precision.HIGHEST)
+    vtv = jnp.vdot(v, op.normal(v), precision=EXACT)
     return jnp.sqrt(jnp.maximum(vtv, 0.0))

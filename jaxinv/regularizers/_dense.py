@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._tree import matmul
 from ._common import require_keys
 from ._potentials import AbstractPotential, get_potential
 
@@ -33,7 +34,7 @@ def dense(
             f"dense: need W of shape (m, {d}) for {x.shape[-2:]} images and b of shape (m,), got "
             f"W {w.shape}, b {b.shape}"
         )
-    z = jnp.matmul(x.reshape(x.shape[:-2] + (d,)), w.T, precision=jax.lax.Precision.HIGHEST) + b
+    z = matmul(x.reshape(x.shape[:-2] + (d,)), w.T) + b
     return params["gamma"] * jnp.sum(pot.rho(z))
 
 

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from .._tree import EXACT
 from ._base import AbstractFixedPointSolver, Map, Residual, check_tolerances
 
 
@@ -96,7 +97,7 @@ class Anderson(AbstractFixedPointSolver):
         slot = count % m
         images = state.images.at[slot].set(gx)
         residuals = state.residuals.at[slot].set(f)
-        row = jnp.tensordot(residuals, f, axes=f.ndim, precision=jax.lax.Precision.HIGHEST)
+        row = jnp.tensordot(residuals, f, axes=f.ndim, precision=EXACT)
         gram = gram.at[slot, :].set(row).at[:, slot].set(row)
         valid = jnp.arange(m) < jnp.minimum(count + 1, m)
 
@@ -105,10 +106,10 @@ class Anderson(AbstractFixedPointSolver):
         alpha = jax.lax.stop_gradient(_mixing_weights(gram, valid, self._regularization(dtype)))
         ok = jnp.all(jnp.isfinite(alpha))
         alpha = jnp.where(ok, alpha, 0)
-        mixed = jnp.tensordot(alpha, images, axes=1, precision=jax.lax.Precision.HIGHEST)
+        mixed = jnp.tensordot(alpha, images, axes=1, precision=EXACT)
         if self.mixing != 1.0:
             mixed = mixed - (1 - self.mixing) * jnp.tensordot(
-                alpha, residuals, axes=1, precision=jax.lax.Precision.HIGHEST
+                alpha, residuals, axes=1, precision=EXACT
             )
         x_new = jnp.where(ok, mixed, x + self.mixing * f)
 
