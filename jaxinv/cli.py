@@ -117,9 +117,13 @@ def _devices_option(n: int | None, config_fields: set[str]) -> dict[str, Any]:
     )
 
 
+#: ``--set`` settings that are dicts and take ``HEAD.NAME=VALUE``.
+_DOTTED = ("arch_options", "task_options", "lr_scale")
+
+
 def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
     """Apply one ``--set KEY=VALUE`` (VALUE parsed as JSON, else kept as text); ``KEY`` is a
-    TrainConfig field or ``arch_options.NAME`` / ``task_options.NAME``."""
+    TrainConfig field or ``arch_options.NAME`` / ``task_options.NAME`` / ``lr_scale.NAME``."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -130,17 +134,15 @@ def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
         value = text
     head, dot, sub = key.partition(".")
     if dot:
-        if head not in ("arch_options", "task_options") or not sub:
-            raise CLIError(
-                f"--set {key}: only arch_options.NAME and task_options.NAME take a dotted name"
-            )
+        if head not in _DOTTED or not sub:
+            raise CLIError(f"--set {key}: only {', '.join(_DOTTED)} take a dotted name (HEAD.NAME)")
         kw[head] = {**kw.get(head, {}), sub: value}
     elif key in fields:
         kw[key] = value
     else:
         raise CLIError(
             f"--set {key}: unknown setting; choose from {', '.join(sorted(fields))} or "
-            "arch_options.NAME / task_options.NAME"
+            + " / ".join(f"{h}.NAME" for h in _DOTTED)
         )
 
 
@@ -175,9 +177,14 @@ def build_train_config(args: argparse.Namespace):
     for item in args.set or ():
         _apply_setting(kw, item, fields)
     try:
-        return TrainConfig(**kw)
+        config = TrainConfig(**kw)
+        if config.lr_scale:  # its names are checked against the model's parameters
+            from .train import build_instance, make_optimizer
+
+            make_optimizer(config, build_instance(config)[1].trainable)
     except (ValueError, TypeError) as err:
         raise CLIError(_one_line(str(err))) from None
+    return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -336,6 +343,7 @@ def make_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="any other TrainConfig setting, e.g. --set num_val=4 --set arch_options.size=5 "
+        "--set lr_scale.log_weights=20 "
         "(VALUE is read as JSON; repeatable)",
     )
     t.add_argument("--out", required=True, help="run directory to create")

@@ -44,6 +44,8 @@ TINY = [
     "adjoint_max_iter=30",
     "--set",
     "eval_every=0",
+    "--set",
+    "lr_scale.log_weights=20",
     "--quiet",
 ]
 EVAL = ["--crop", "16", "--max-images", "2"]
@@ -76,6 +78,7 @@ def test_train_writes_a_run_with_figures(run_dir, capsys):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["arch_options"] == {"num_filters": 4, "size": 3}
     assert config["steps"] == 2 and config["num_val"] == 2
+    assert config["lr_scale"] == {"log_weights": 20.0}
     kinds = [json.loads(s)["kind"] for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert kinds.count("train") == 2
     for fig in ("curves", "iterations", "filters_K", "reconstructions"):
@@ -142,6 +145,14 @@ def test_eval_table_on_user_images(run_dir, tmp_path, capsys):
             ["bogus"],
         ),
         (["train", "--task", "denoise", "--model", "deq", "--devices", "64", "--out", "x"], ["64"]),
+        (
+            ["train", "--task", "denoise", "--model", "deq", "--set", "lr.x=1", "--out", "x"],
+            ["lr.x", "lr_scale"],
+        ),
+        (
+            ["train", "--task", "denoise", "--model", "deq", "--set", "lr_scale.w=2", "--out", "x"],
+            ["['w']", "not trainable", "log_weights"],
+        ),
         (["frobnicate"], ["frobnicate"]),
     ],
 )

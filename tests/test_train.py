@@ -21,6 +21,7 @@ from jaxinv.train import (
     load_run,
     make_datasets,
     make_loss_fn,
+    make_optimizer,
     make_train_step,
     read_metrics,
     reconstruct,
@@ -205,6 +206,29 @@ def test_config_round_trip_and_validation():
         TrainConfig(arch_options={"nfilters": 3})
     with pytest.raises(ValueError, match="unknown fields"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_lr_scale_multiplies_the_updates_of_the_named_parameters():
+    task = _config().make_task()
+    inst = models.build_model("foe", 0, task, SHAPE, **TINY_FOE)
+    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, inst.params)
+
+    def first_update(config):
+        opt = make_optimizer(config, inst.trainable)
+        return opt.update(grads, opt.init(inst.params), inst.params)[0]
+
+    plain = first_update(_config())
+    scaled = first_update(_config(lr_scale={"log_weights": 4.0, "log_scale": 0.5}))
+    for name, factor in {"log_weights": 4.0, "log_scale": 0.5, "K": 1.0}.items():
+        assert float(jnp.max(jnp.abs(plain[name]))) > 0
+        np.testing.assert_allclose(scaled[name], factor * plain[name], rtol=1e-6)
+    assert float(scaled["tau"]) == 0.0  # frozen stays frozen
+    c = _config(lr_scale={"log_weights": 30})
+    assert TrainConfig.from_json(c.to_json()) == c and c.lr_scale == {"log_weights": 30.0}
+    with pytest.raises(ValueError, match="positive number"):
+        _config(lr_scale={"log_weights": 0.0})
+    with pytest.raises(ValueError, match=r"not trainable parameters.*choose from"):
+        make_optimizer(_config(lr_scale={"tau": 2.0}), inst.trainable)
 
 
 def test_data_order_is_a_pure_function_of_seed_and_step():

@@ -48,6 +48,11 @@ class TrainConfig:
         steps: optimiser steps.
         lr, lr_final: Adam learning rate, decayed to ``lr_final`` by ``schedule`` (``"cosine"``,
             ``"linear"`` or ``"constant"``).
+        lr_scale: learning-rate multipliers by top-level parameter name, e.g.
+            ``{"log_weights": 20.0}``: those parameters step ``20 × lr`` (their Adam updates are
+            scaled after the schedule). Useful when parameters live on different scales (a
+            log-weight needs steps of 1e-2, a filter tap 1e-3). Names must be trainable
+            parameters of the model (checked when training starts).
         clip_norm: clip the gradient's global norm (``None``: no clipping).
         solver: forward solver, ``"anderson"`` or ``"picard"``; ``tol``, ``max_iter``,
             ``memory`` (Anderson), ``relaxation`` (Picard).
@@ -83,6 +88,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_final: float = 1e-5
     schedule: str = "cosine"
+    lr_scale: dict[str, float] = dataclasses.field(default_factory=dict)
     clip_norm: float | None = None
     solver: str = "anderson"
     tol: float = 1e-4
@@ -121,6 +127,13 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.lr_final <= self.lr:
             raise ValueError(f"TrainConfig: need 0 <= lr_final <= lr, got {self.lr_final}")
+        for name, factor in dict(self.lr_scale).items():
+            if not isinstance(name, str) or isinstance(factor, bool):
+                raise ValueError(f"TrainConfig: lr_scale must map names to numbers, got {name!r}")
+            if not (isinstance(factor, (int, float)) and factor > 0 and factor < float("inf")):
+                raise ValueError(
+                    f"TrainConfig: lr_scale[{name!r}] must be a positive number, got {factor!r}"
+                )
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ValueError(
                 f"TrainConfig: clip_norm must be positive or None, got {self.clip_norm}"
@@ -140,6 +153,7 @@ class TrainConfig:
             )
         object.__setattr__(self, "task_options", dict(self.task_options))
         object.__setattr__(self, "arch_options", dict(self.arch_options))
+        object.__setattr__(self, "lr_scale", {k: float(v) for k, v in self.lr_scale.items()})
         # fail early on bad options
         self.make_task()
         self.make_arch()

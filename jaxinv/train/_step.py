@@ -55,13 +55,41 @@ def make_schedule(config: TrainConfig) -> optax.Schedule:
 
 def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTransformation:
     """Adam with :func:`make_schedule` (after optional global-norm clipping) on the trainable
-    leaves; frozen leaves (``trainable`` False) get zero updates."""
+    leaves; frozen leaves (``trainable`` False) get zero updates; the parameters named in
+    ``config.lr_scale`` get their updates multiplied by the given factor."""
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
     parts.append(optax.adam(make_schedule(config)))
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
-    return optax.multi_transform(
+    opt = optax.multi_transform(
         {"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, labels
     )
+    if not config.lr_scale:
+        return opt
+    if not isinstance(trainable, dict):
+        raise ValueError("TrainConfig.lr_scale needs parameters stored in a dict by name")
+    names = sorted(k for k, t in trainable.items() if any(jax.tree.leaves(t)))
+    unknown = sorted(set(config.lr_scale) - set(names))
+    if unknown:
+        raise ValueError(
+            f"TrainConfig.lr_scale: {unknown} are not trainable parameters of this model; "
+            f"choose from {names}"
+        )
+    factors = {k: _filled(v, config.lr_scale.get(k, 1.0)) for k, v in trainable.items()}
+    return optax.chain(opt, _scale_leaves(factors))
+
+
+def _filled(tree: PyTree, value: float) -> PyTree:
+    return jax.tree.map(lambda _: value, tree)
+
+
+def _scale_leaves(factors: PyTree) -> optax.GradientTransformation:
+    """Multiply each update leaf by the matching constant in ``factors``."""
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def init_state(instance: ModelInstance, config: TrainConfig, num_train: int) -> TrainState:
