@@ -231,6 +231,26 @@ def test_lr_scale_multiplies_the_updates_of_the_named_parameters():
         make_optimizer(_config(lr_scale={"tau": 2.0}), inst.trainable)
 
 
+def test_skip_unconverged_keeps_the_state_and_stops_a_run_that_never_converges(tmp_path):
+    task = _config().make_task()
+    inst = models.build_model("foe", 0, task, SHAPE, **TINY_FOE)
+    state = init_state(inst, _config(skip_unconverged=True), 4)
+    batch = _batch(task)
+    for max_iter, skipped in ((2, True), (200, False)):
+        config = _config(skip_unconverged=True, max_iter=max_iter)
+        new, m = make_train_step(inst, task, config)(state, batch)
+        assert float(m["skipped"]) == float(skipped)
+        assert (float(m["fwd_converged"]) < 1.0) == skipped
+        same = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), new.params, state.params)
+        assert all(jax.tree.leaves(same)) == skipped
+        if skipped:
+            assert int(new.step) == 1
+            equal = jax.tree.map(jnp.array_equal, new.opt_state, state.opt_state)
+            assert all(bool(v) for v in jax.tree.leaves(equal))
+    with pytest.raises(FloatingPointError, match="10 steps in a row skipped"):
+        train(_config(skip_unconverged=True, max_iter=2, steps=12), tmp_path / "r", progress=False)
+
+
 def test_data_order_is_a_pure_function_of_seed_and_step():
     a = [batch_indices(3, s, 10, 4) for s in range(5)]
     b = [batch_indices(3, s, 10, 4) for s in (4, 2, 0, 1, 3)]

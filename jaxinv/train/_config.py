@@ -15,6 +15,8 @@ MODELS = ("bilevel", "deq")
 SCHEDULES = ("cosine", "linear", "constant")
 SOLVERS = ("anderson", "picard")
 ADJOINTS = ("cg", "gmres", "fixed_point", "anderson", "jfb")
+#: With ``skip_unconverged``, training stops after this many skipped steps in a row.
+MAX_SKIPS_IN_A_ROW = 10
 #: Fields that do not change the trained parameters (ignored when matching a checkpoint).
 NON_SEMANTIC = ("checkpoint_every", "eval_every", "devices")
 
@@ -60,7 +62,12 @@ class TrainConfig:
             (Jacobian-free); ``None`` picks :data:`DEFAULT_ADJOINT` for ``model``;
             ``adjoint_tol``, ``adjoint_max_iter``.
         throw: raise on a non-converged solve (otherwise failures are only reported in the
-            metrics; non-finite losses always raise).
+            metrics; non-finite losses raise unless the step is skipped).
+        skip_unconverged: leave the parameters and the optimiser state unchanged on a step
+            where a forward or adjoint solve of the batch did not converge or the loss is not
+            finite (the gradient of an unconverged solve is not the implicit gradient); the
+            metric ``skipped`` says when. Training stops with an error after
+            :data:`MAX_SKIPS_IN_A_ROW` skipped steps in a row.
         seed: model initialisation, training set and noise, data order (a pure function of
             ``(seed, step)``).
         checkpoint_every: checkpoint every so many steps (and always at the end); 0: only at the
@@ -99,6 +106,7 @@ class TrainConfig:
     adjoint_tol: float = 1e-4
     adjoint_max_iter: int = 300
     throw: bool = False
+    skip_unconverged: bool = False
     seed: int = 0
     checkpoint_every: int = 50
     eval_every: int = 50

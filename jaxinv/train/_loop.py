@@ -32,7 +32,7 @@ from ._checkpoint import (
     read_header,
     save_checkpoint,
 )
-from ._config import TrainConfig
+from ._config import MAX_SKIPS_IN_A_ROW, TrainConfig
 from ._data import Examples, batch_indices, make_datasets
 from ._step import TrainState, TrainStep, init_state, make_train_step, reconstruct
 
@@ -244,6 +244,7 @@ class _Loop:
     def __init__(self, config, out, task, inst, step_fn, val, metrics_file, elapsed):
         self.config, self.out, self.task, self.inst = config, out, task, inst
         self.step_fn, self.val, self.file, self.elapsed = step_fn, val, metrics_file, elapsed
+        self.skips_in_a_row = 0
 
     def log(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -254,7 +255,16 @@ class _Loop:
         m = {k: float(v) for k, v in jax.device_get(m).items()}
         self.elapsed += time.perf_counter() - t0
         done = int(new.step)
-        if not math.isfinite(m["loss"]):
+        self.skips_in_a_row = self.skips_in_a_row + 1 if m["skipped"] else 0
+        if self.skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+            raise FloatingPointError(
+                f"{self.skips_in_a_row} steps in a row skipped up to step {done}: the solves do "
+                f"not converge (forward residual {m['fwd_residual']:.3g}, backward residual "
+                f"{m['bwd_residual']:.3g}, converged {m['fwd_converged']:.0%} / "
+                f"{m['bwd_converged']:.0%}). Raise max_iter / adjoint_max_iter, loosen tol, or "
+                "train again with a lower lr."
+            )
+        if not m["skipped"] and not math.isfinite(m["loss"]):
             raise FloatingPointError(
                 f"the training loss became {m['loss']} at step {done} (forward residual "
                 f"{m['fwd_residual']:.3g}, backward residual {m['bwd_residual']:.3g}). Lower lr, "

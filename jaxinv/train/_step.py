@@ -157,8 +157,9 @@ class TrainStep:
     training set, used by warm starts). ``metrics`` is a dict of scalars: ``loss``, ``psnr``
     (batch mean), forward ``fwd_iters`` (mean), ``fwd_iters_max``, ``fwd_residual`` (max),
     ``fwd_converged`` (fraction), the same four ``bwd_*`` for the adjoint solve, ``grad_norm``
-    (trainable leaves), ``lr`` (used for this step), ``tau`` and ``warm`` (fraction of the batch
-    warm-started). ``trace_count`` counts traces (one unless shapes change); ``loss_fn`` is
+    (trainable leaves), ``lr`` (used for this step), ``tau``, ``warm`` (fraction of the batch
+    warm-started) and ``skipped`` (1 where ``skip_unconverged`` kept the old state).
+    ``trace_count`` counts traces (one unless shapes change); ``loss_fn`` is
     :func:`make_loss_fn`'s function.
     """
 
@@ -200,12 +201,21 @@ class TrainStep:
         (loss, (sol, gprobe)), grads = value_and_grad(state.params, (probes, batch, x0))
         updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
         params = inst.refresh(optax.apply_updates(state.params, updates))
+        fs = sol.stats
+        skip = jnp.zeros((), bool)
+        if config.skip_unconverged:  # keep the old state: this gradient is not the implicit one
+            ok = jnp.all(fs.converged) & jnp.all(gprobe.converged > 0.5) & jnp.isfinite(loss)
+            skip = ~ok
+            params, opt_state = jax.tree.map(
+                lambda new, old: jnp.where(ok, new, old),
+                (params, opt_state),
+                (state.params, state.opt_state),
+            )
         buffer, seen = state.buffer, state.seen
         if buffer is not None:
             buffer = buffer.at[batch["ids"]].set(jax.lax.stop_gradient(sol.value))
             seen = seen.at[batch["ids"]].set(True)
         masked = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, inst.trainable)
-        fs = sol.stats
         metrics = {
             "loss": loss,
             "psnr": jnp.mean(psnr(sol.value, batch["x"], config.data_range)),
@@ -221,6 +231,7 @@ class TrainStep:
             "lr": self.schedule(state.step),
             "tau": state.params["tau"],
             "warm": jnp.mean(warm.astype(jnp.float32)),
+            "skipped": skip.astype(jnp.float32),
         }
         new = TrainState(state.step + 1, params, opt_state, buffer, seen)
         return new, metrics
