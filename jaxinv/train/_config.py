@@ -66,8 +66,10 @@ class TrainConfig:
         skip_unconverged: leave the parameters and the optimiser state unchanged on a step
             where a forward or adjoint solve of the batch did not converge or the loss is not
             finite (the gradient of an unconverged solve is not the implicit gradient); the
-            metric ``skipped`` says when. Training stops with an error after
-            :data:`MAX_SKIPS_IN_A_ROW` skipped steps in a row.
+            metric ``skipped`` says when. A skipped step still consumes its batch but does not
+            advance the optimiser's own schedule count (the logged ``lr`` follows the step).
+            Training stops with an error after :data:`MAX_SKIPS_IN_A_ROW` skipped steps in a
+            row.
         seed: model initialisation, training set and noise, data order (a pure function of
             ``(seed, step)``).
         checkpoint_every: checkpoint every so many steps (and always at the end); 0: only at the
