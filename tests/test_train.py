@@ -193,6 +193,10 @@ def test_config_round_trip_and_validation():
     assert TrainConfig.from_json(c.to_json()) == c
     assert TrainConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
     assert c.adjoint_strategy().method == "fixed_point"
+    r = _config(restart=3.0)
+    assert TrainConfig.from_json(r.to_json()) == r and r.forward_solver().restart == 3.0
+    with pytest.raises(ValueError, match="restart must exceed 1"):
+        _config(restart=1.0)
     assert (
         TrainConfig().adjoint_method == "cg" and TrainConfig(model="deq").adjoint_method == "gmres"
     )
