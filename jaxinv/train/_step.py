@@ -74,22 +74,12 @@ def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTran
             f"TrainConfig.lr_scale: {unknown} are not trainable parameters of this model; "
             f"choose from {names}"
         )
-    factors = {k: _filled(v, config.lr_scale.get(k, 1.0)) for k, v in trainable.items()}
-    return optax.chain(opt, _scale_leaves(factors))
-
-
-def _filled(tree: PyTree, value: float) -> PyTree:
-    return jax.tree.map(lambda _: value, tree)
-
-
-def _scale_leaves(factors: PyTree) -> optax.GradientTransformation:
-    """Multiply each update leaf by the matching constant in ``factors``."""
-
-    def update(updates, state, params=None):
-        del params
-        return jax.tree.map(lambda u, f: u * jnp.asarray(f, u.dtype), updates, factors), state
-
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    # each leaf labelled by its top-level parameter name, or "" where no factor is set
+    groups = jax.tree_util.tree_map_with_path(
+        lambda path, _: path[0].key if path[0].key in config.lr_scale else "", trainable
+    )
+    scales = {name: optax.scale(f) for name, f in config.lr_scale.items()}
+    return optax.chain(opt, optax.multi_transform({"": optax.identity(), **scales}, groups))
 
 
 def init_state(instance: ModelInstance, config: TrainConfig, num_train: int) -> TrainState:
