@@ -31,14 +31,14 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, PRNGKeyArray, PyTree
 
 from . import energies
-from ._conv import correlate, correlate_adjoint
-from ._tree import matmul
+from ._conv import BOUNDARIES, correlate, correlate_adjoint
 from .metrics import psnr
-from .operators import AbstractOperator
+from .operators import AbstractOperator, bank_norm, matrix_norm
 from .regularizers import (
+    dct_filters,
     get_activation,
     get_potential,
     init_dense,
@@ -51,9 +51,7 @@ from .tasks import Task
 
 Map = Callable[[Array, PyTree, Array], Array]
 
-#: Power iterations for the dense model's ``‖W‖₂`` in ``refresh`` (deterministic start).
-NORM_ITERS = 50
-_BOUNDARIES = ("circular", "zero")
+_BOUNDARIES = BOUNDARIES
 _STEPS = ("safe", "spectral")
 
 
@@ -110,66 +108,12 @@ def count_params(params: PyTree, trainable: PyTree | None = None) -> int:
     )
 
 
-def dct_filters(size: int, count: int | None = None) -> np.ndarray:
-    """The non-constant 2-D DCT-II basis filters ``size × size`` (orthonormal, so zero-mean
-    with unit ℓ2 norm), ordered by frequency ``u² + v²`` then ``u``; the first ``count``."""
-    i = np.arange(size)
-    basis = []
-    for u in range(size):
-        cu = np.cos(np.pi * (2 * i + 1) * u / (2 * size)) * math.sqrt((1 if u else 0.5) * 2 / size)
-        for v in range(size):
-            if u == v == 0:
-                continue
-            cv = np.cos(np.pi * (2 * i + 1) * v / (2 * size)) * math.sqrt(
-                (1 if v else 0.5) * 2 / size
-            )
-            basis.append((u * u + v * v, u, np.outer(cu, cv)))
-    basis.sort(key=lambda t: (t[0], t[1]))
-    filters = np.stack([b[2] for b in basis])
-    return filters if count is None else filters[:count]
-
-
 def _float(value: float) -> Array:
     return jnp.asarray(value, dtype=jnp.result_type(float))
 
 
 def _stop(tree: PyTree) -> PyTree:
     return jax.tree.map(jax.lax.stop_gradient, tree)
-
-
-def bank_norm(
-    filters: Float[Array, "F k k"], shape: tuple[int, int], boundary: str = "circular"
-) -> Float[Array, ""]:
-    """Operator norm of the filter bank ``x ↦ (k_i * x)_i`` on ``shape`` images, from spectra.
-
-    With the circular boundary the bank is diagonalised by the 2-D DFT of the image grid, so
-    ``‖K‖² = max_ω Σ_i |k̂_i(ω)|²`` exactly (filters larger than the image are folded onto it).
-    With the zero boundary the bank is a restriction of the circular one on the grid enlarged
-    by ``k − 1``, whose norm is returned: an upper bound (tight up to O(k/H)). Either way no
-    power iteration is needed; :func:`jaxinv.operators.operator_norm` converges to the same value
-    from below.
-    """
-    k = filters.shape[-1]
-    h, w = (int(shape[0]), int(shape[1]))
-    if boundary == "zero":
-        h, w = h + k - 1, w + k - 1
-    mh, mw = -(-k // h), -(-k // w)  # fold taps beyond the grid (circular wrap-around)
-    f = jnp.pad(filters, ((0, 0), (0, mh * h - k), (0, mw * w - filters.shape[-2])))
-    f = f.reshape(filters.shape[0], mh, h, mw, w).sum(axis=(1, 3))
-    spec = jnp.fft.rfft2(f, s=(h, w))
-    return jnp.sqrt(jnp.max(jnp.sum(jnp.abs(spec) ** 2, axis=0)))
-
-
-def _matrix_norm(w: Array) -> Array:
-    """``‖W‖₂`` by power iteration on ``WᵀW`` (deterministic start)."""
-    v = jax.random.normal(jax.random.PRNGKey(0), (w.shape[1],), w.dtype)
-
-    def body(_, v):
-        u = matmul(w.T, matmul(w, v))
-        return u / jnp.maximum(jnp.linalg.norm(u), jnp.finfo(w.dtype).tiny)
-
-    v = jax.lax.fori_loop(0, NORM_ITERS, body, v / jnp.linalg.norm(v))
-    return jnp.linalg.norm(matmul(w, v))
 
 
 def _check_common(arch: str, task: Task, image_shape: Sequence[int]) -> tuple[int, int]:
@@ -600,8 +544,8 @@ class Dense(AbstractModel):
             if fixed_tau:
                 return p
             q = _stop(p)
-            nw = _matrix_norm(q["W"])
-            nv = nw if tied else _matrix_norm(q["V"].T)  # ‖V‖ = ‖Vᵀ‖; equal to nw at init
+            nw = matrix_norm(q["W"])
+            nv = nw if tied else matrix_norm(q["V"].T)  # ‖V‖ = ‖Vᵀ‖; equal to nw at init
             tau = 1.0 / (q["lam"] * op_norm**2 + jnp.abs(q["gamma"]) * nw * nv)
             return {**p, "tau": jax.lax.stop_gradient(tau).astype(p["tau"].dtype)}
 

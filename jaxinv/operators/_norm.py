@@ -7,8 +7,11 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._tree import EXACT
+from .._tree import EXACT, matmul
 from ._base import AbstractOperator
+
+#: Power iterations of :func:`matrix_norm` (deterministic start).
+NORM_ITERS = 50
 
 
 def operator_norm(
@@ -40,3 +43,15 @@ def operator_norm(
     v = lax.fori_loop(0, int(num_iter), lambda _, u: unit(op.normal(u)), unit(v))
     vtv = jnp.vdot(v, op.normal(v), precision=EXACT)
     return jnp.sqrt(jnp.maximum(vtv, 0.0))
+
+
+def matrix_norm(w: Float[Array, "m n"], num_iter: int = NORM_ITERS) -> Float[Array, ""]:
+    """``‖W‖₂`` by power iteration on ``WᵀW`` (deterministic start)."""
+    v = jax.random.normal(jax.random.PRNGKey(0), (w.shape[1],), w.dtype)
+
+    def body(_, v):
+        u = matmul(w.T, matmul(w, v))
+        return u / jnp.maximum(jnp.linalg.norm(u), jnp.finfo(w.dtype).tiny)
+
+    v = jax.lax.fori_loop(0, int(num_iter), body, v / jnp.linalg.norm(v))
+    return jnp.linalg.norm(matmul(w, v))

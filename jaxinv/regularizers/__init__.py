@@ -2,6 +2,7 @@
 
 from ._dense import dense as dense
 from ._dense import init_dense as init_dense
+from ._foe import dct_filters as dct_filters
 from ._foe import fields_of_experts as fields_of_experts
 from ._foe import fields_of_experts_grad as fields_of_experts_grad
 from ._foe import init_fields_of_experts as init_fields_of_experts
@@ -13,6 +14,7 @@ from ._tv import smoothed_tv as smoothed_tv
 
 __all__ = [
     "AbstractPotential",
+    "dct_filters",
     "dense",
     "fields_of_experts",
     "fields_of_experts_grad",

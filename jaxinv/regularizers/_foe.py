@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import jax
@@ -125,3 +126,22 @@ def tv_like_filters(
     else:
         h[c, c - 1 : c + 2] = (1.0, -2.0, 1.0)
     return jnp.asarray(np.stack([h, h.T]), dtype=dtype)
+
+
+def dct_filters(size: int, count: int | None = None) -> np.ndarray:
+    """The non-constant 2-D DCT-II basis filters ``size × size`` (orthonormal, so zero-mean
+    with unit ℓ2 norm), ordered by frequency ``u² + v²`` then ``u``; the first ``count``."""
+    i = np.arange(size)
+    basis = []
+    for u in range(size):
+        cu = np.cos(np.pi * (2 * i + 1) * u / (2 * size)) * math.sqrt((1 if u else 0.5) * 2 / size)
+        for v in range(size):
+            if u == v == 0:
+                continue
+            cv = np.cos(np.pi * (2 * i + 1) * v / (2 * size)) * math.sqrt(
+                (1 if v else 0.5) * 2 / size
+            )
+            basis.append((u * u + v * v, u, np.outer(cu, cv)))
+    basis.sort(key=lambda t: (t[0], t[1]))
+    filters = np.stack([b[2] for b in basis])
+    return filters if count is None else filters[:count]
