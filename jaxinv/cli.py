@@ -148,6 +148,7 @@ def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
 
 def build_train_config(args: argparse.Namespace):
     """The :class:`jaxinv.train.TrainConfig` the ``train`` arguments ask for."""
+    from .data import list_image_files
     from .train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -167,6 +168,9 @@ def build_train_config(args: argparse.Namespace):
         ("lr", "lr"),
         ("seed", "seed"),
         ("num_train", "num_train"),
+        ("train_images", "train_images"),
+        ("val_images", "val_images"),
+        ("augment", "augment"),
     ):
         value = getattr(args, name)
         if value is not None:
@@ -178,11 +182,14 @@ def build_train_config(args: argparse.Namespace):
         _apply_setting(kw, item, fields)
     try:
         config = TrainConfig(**kw)
+        for folder in (config.train_images, config.val_images):
+            if folder:  # a missing or empty folder is reported before anything compiles
+                list_image_files(folder)
         if config.lr_scale:  # its names are checked against the model's parameters
             from .train import build_instance, make_optimizer
 
             make_optimizer(config, build_instance(config)[1].trainable)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         raise CLIError(_one_line(str(err))) from None
     return config
 
@@ -313,8 +320,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser(
         "train",
-        help="train a model on the bundled images",
-        description="Train a bilevel (tied) or DEQ (untied) model on the bundled data; the "
+        help="train a model on the bundled images or an image folder",
+        description="Train a bilevel (tied) or DEQ (untied) model on the bundled data or on "
+        "the images of a folder (--train-images); the "
         "defaults finish in a few minutes on two CPU cores. Writes config.json, metrics.jsonl, "
         "checkpoint.eqx and figures/ into --out.",
     )
@@ -331,6 +339,21 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--patch", type=_positive(int), help="training patch side (default 32)")
     t.add_argument("--num-train", type=_positive(int), help="training examples (default 256)")
     t.add_argument("--lr", type=_positive(float), help="Adam learning rate (default 3e-3)")
+    t.add_argument(
+        "--train-images",
+        metavar="DIR",
+        help="train on the PNG/JPEG/TIFF images under DIR (recursive, grayscale) instead of "
+        "the bundled photographs; every 10th image is held out for validation unless "
+        "--val-images is given",
+    )
+    t.add_argument("--val-images", metavar="DIR", help="validate on the images under DIR")
+    t.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random 90-degree rotations and mirrors of the training patches (default: on "
+        "for --train-images, off for the bundled images)",
+    )
     t.add_argument(
         "--sigma",
         type=_sigma,

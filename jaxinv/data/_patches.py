@@ -35,13 +35,17 @@ def sample_patches(
     count: int,
     *,
     seed: int | np.random.Generator,
+    augment: bool = False,
     return_positions: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Crop ``count`` random ``size`` patches from a list of 2-D images.
 
     For each patch an image is drawn uniformly, then a top-left corner uniformly among the
-    positions where the patch fits. Reproducible: the same ``seed`` (an int, or a
-    ``numpy.random.Generator`` which is advanced) gives the same patches.
+    positions where the patch fits. With ``augment`` each patch is then mapped by a random
+    symmetry of the square (one of the 4 rotations by 90°, each optionally mirrored; for
+    non-square patches one of identity, the two mirrors and the 180° rotation), drawn after
+    all positions, so the positions do not depend on ``augment``. Reproducible: the same
+    ``seed`` (an int, or a ``numpy.random.Generator`` which is advanced) gives the same patches.
 
     Returns an array ``(count, h, w)`` with the images' dtype; with ``return_positions`` also an
     int array ``(count, 3)`` of ``(image index, row, column)`` of each patch's top-left corner.
@@ -60,9 +64,27 @@ def sample_patches(
     patches = np.empty((count, h, w), dtype=dtype)
     for k, (i, r, c) in enumerate(zip(idx, rows, cols, strict=True)):
         patches[k] = arrays[i][r : r + h, c : c + w]
+    if augment:
+        _augment(patches, rng)
     if return_positions:
         return patches, np.stack([idx, rows, cols], axis=1).astype(np.int64)
     return patches
+
+
+def _augment(patches: np.ndarray, rng: np.random.Generator) -> None:
+    """Map each patch in place by a random symmetry (see :func:`sample_patches`)."""
+    square = patches.shape[1] == patches.shape[2]
+    draws = rng.integers(0, 8 if square else 4, size=len(patches))
+    for k, t in enumerate(draws):
+        p = patches[k]
+        if square:
+            p = np.rot90(p, int(t) % 4)
+            if t >= 4:
+                p = p[:, ::-1]
+        else:
+            p = p[::-1] if t & 1 else p
+            p = p[:, ::-1] if t & 2 else p
+        patches[k] = p
 
 
 def center_crops(images: Sequence[np.ndarray], size: int | tuple[int, int]) -> np.ndarray:

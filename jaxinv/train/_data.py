@@ -9,7 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..data import load_images, load_mnist, sample_patches
+from ..data import (
+    folder_fingerprint,
+    list_image_files,
+    load_image_file,
+    load_images,
+    load_mnist,
+    sample_patches,
+    split_by_image,
+)
 from ..tasks import Task
 from ._config import TrainConfig
 
@@ -42,7 +50,48 @@ def _natural(split: str, max_size: int) -> tuple[np.ndarray, ...]:
     return images
 
 
+@functools.lru_cache(maxsize=4)
+def _folder(folder: str, fingerprint: str, min_size: int) -> tuple[np.ndarray, ...]:
+    """The images of a user folder (cached by its fingerprint: decoding takes seconds)."""
+    images = tuple(load_image_file(p, min_size=min_size) for p in list_image_files(folder))
+    for im in images:
+        im.flags.writeable = False
+    return images
+
+
+def _folder_images(config: TrainConfig, split: str) -> tuple[np.ndarray, ...] | None:
+    """The folder images of ``split``, or ``None`` where the bundled split is used."""
+    size = config.patch_size
+    if split == "val" and config.val_images:
+        return _folder(config.val_images, folder_fingerprint(config.val_images), size)
+    if not config.train_images:
+        return None
+    images = _folder(config.train_images, folder_fingerprint(config.train_images), size)
+    if config.val_images:  # the whole folder trains
+        return images if split == "train" else None
+    train_ids, val_ids = split_by_image(len(images))
+    return tuple(images[i] for i in (train_ids if split == "train" else val_ids))
+
+
+def data_fingerprints(config: TrainConfig) -> dict[str, str]:
+    """Fingerprints of the image folders a configuration reads (empty for the bundled data)."""
+    return {
+        name: folder_fingerprint(getattr(config, name))
+        for name in ("train_images", "val_images")
+        if getattr(config, name)
+    }
+
+
 def _clean(config: TrainConfig, split: str, count: int, seed: int) -> np.ndarray:
+    folder = _folder_images(config, split)
+    if folder is not None:
+        return sample_patches(
+            folder,
+            config.patch_size,
+            count,
+            seed=seed,
+            augment=split == "train" and config.augments,
+        )
     if config.dataset == "mnist":
         images = load_mnist(split).images
         if count > len(images):
@@ -51,7 +100,8 @@ def _clean(config: TrainConfig, split: str, count: int, seed: int) -> np.ndarray
             )
         return images[:count]
     images = _natural(split, config.max_image_size)
-    return sample_patches(images, config.patch_size, count, seed=seed)
+    augment = split == "train" and config.augments
+    return sample_patches(images, config.patch_size, count, seed=seed, augment=augment)
 
 
 def _degrade(task: Task, x: np.ndarray, seed: int) -> Examples:
@@ -64,7 +114,8 @@ def _degrade(task: Task, x: np.ndarray, seed: int) -> Examples:
 def make_datasets(config: TrainConfig, task: Task | None = None) -> tuple[Examples, Examples]:
     """The fixed training set (``num_train`` examples, patches and noise drawn from ``seed``)
     and validation set (``num_val`` examples from the ``val`` split, drawn from
-    :data:`VAL_SEED`)."""
+    :data:`VAL_SEED`). With ``config.train_images`` / ``val_images`` the patches come from
+    those folders (see :class:`TrainConfig`)."""
     task = config.make_task() if task is None else task
     train = _degrade(task, _clean(config, "train", config.num_train, config.seed), config.seed)
     val = _degrade(task, _clean(config, "val", config.num_val, VAL_SEED), VAL_SEED)

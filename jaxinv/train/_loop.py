@@ -33,7 +33,7 @@ from ._checkpoint import (
     save_checkpoint,
 )
 from ._config import MAX_SKIPS_IN_A_ROW, TrainConfig
-from ._data import Examples, batch_indices, make_datasets
+from ._data import Examples, batch_indices, data_fingerprints, make_datasets
 from ._step import TrainState, TrainStep, init_state, make_train_step, reconstruct
 
 
@@ -138,6 +138,7 @@ def _truncate_metrics(out_dir: Path, step: int) -> None:
 def _meta(config: TrainConfig, instance: ModelInstance, elapsed: float) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
+        "data": data_fingerprints(config),
         "arch": instance.arch,
         "tied": instance.tied,
         "image_shape": list(instance.image_shape),
@@ -155,6 +156,13 @@ def _check_header(path: Path, header: dict[str, Any], config: TrainConfig) -> No
             "another out_dir or pass overwrite=True"
         ) from err
     diff = saved.differences(config)
+    if not diff and "data" in header and header["data"] != data_fingerprints(config):
+        folders = ", ".join(k for k in data_fingerprints(config) if k in header["data"])
+        raise CheckpointError(
+            f"{path} was trained on image folders whose files have changed since ({folders}); "
+            "restore the folder as it was to resume, use another out_dir, or pass "
+            "overwrite=True to start afresh."
+        )
     if diff:
         detail = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in diff)
         raise CheckpointError(
