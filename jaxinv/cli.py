@@ -338,7 +338,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch", type=_positive(int), help="batch size (default 8)")
     t.add_argument("--patch", type=_positive(int), help="training patch side (default 32)")
     t.add_argument("--num-train", type=_positive(int), help="training examples (default 256)")
-    t.add_argument("--lr", type=_positive(float), help="Adam learning rate (default 3e-3)")
+    t.add_argument("--lr", type=_positive(float), help="Adam learning rate (default 1e-3)")
     t.add_argument(
         "--train-images",
         metavar="DIR",
