@@ -3,8 +3,8 @@
 Every map has the signature ``T(x, params, y) -> x`` with all learnable or swept scalars (``lam``,
 ``tau``, ``gamma``, …) as array leaves of ``params``:
 
-- tied (bilevel): ``T = x − τ ∇ₓE`` (:func:`tied_foe_map`, or any energy through
-  :func:`variational_energy` and a gradient step);
+- tied (bilevel): ``T = x − τ ∇ₓE`` (:func:`tied_foe_map`, :func:`tied_spline_map`, or any
+  energy through :func:`variational_energy` and a gradient step);
 - untied (DEQ): ``T = x − τ (λ Aᵀ(A x − y) + G(x))`` with a learned ``G`` that need not be a
   gradient (:func:`deq_conv_map`, :func:`deq_dense_map`).
 """
@@ -19,13 +19,22 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._conv import correlate, correlate_adjoint
 from ._tree import matmul
-from .operators import AbstractOperator, FilterBank, operator_norm
+from .operators import AbstractOperator, FilterBank, bank_norm, operator_norm
 from .operators._blur import _check_boundary
-from .regularizers import fields_of_experts_grad, get_activation, get_potential
+from .regularizers import (
+    LinearSpline,
+    fields_of_experts_grad,
+    get_activation,
+    get_potential,
+    spline_ridge_grad,
+    sup_curvature,
+)
+from .regularizers import inf_curvature as _inf_curvature
 from .regularizers._common import require_keys
 from .regularizers._potentials import AbstractPotential
 
 Map = Callable[[Array, PyTree, Array], Array]
+_SPLINE = LinearSpline()  # the default spline settings
 Energy = Callable[[Array, PyTree, Array], Array]
 
 
@@ -98,6 +107,35 @@ def tied_foe_map(
         require_keys(params, ("lam", "tau", "reg"), "tied_foe_map")
         g = _residual_grad(op, x, y, params["lam"])
         g = g + fields_of_experts_grad(x, params["reg"], potential=pot, boundary=boundary)
+        return x - params["tau"] * g
+
+    return T
+
+
+def tied_spline_map(
+    op: AbstractOperator,
+    *,
+    spline: LinearSpline = _SPLINE,
+    boundary: str = "circular",
+) -> Map:
+    """Gradient step on the spline-ridge energy (CRR-NN / WCRR-NN), with the explicit gradient:
+
+        T(x, params, y) = x − τ (λ Aᵀ(A x − y) + Σ_i k_iᵀ * ψ_i'(k_i * x)),
+
+    ``params = {"lam": (), "tau": (), "reg": {"filters": (F, k, k), "coeffs": (F, M + 1)}}``
+    (see :func:`jaxinv.regularizers.spline_ridge`). Equal to ``x − τ ∇ₓE`` for ``E =
+    variational_energy(op, partial(spline_ridge, spline=spline, boundary=boundary))``; a safe
+    ``τ`` is :func:`spline_safe_step`.
+    """
+    _check_op(op)
+    if not isinstance(spline, LinearSpline):
+        raise ValueError(f"spline must be a LinearSpline, got {type(spline).__name__}")
+    _check_boundary(boundary)
+
+    def T(x: Array, params: PyTree, y: Array) -> Array:
+        require_keys(params, ("lam", "tau", "reg"), "tied_spline_map")
+        g = _residual_grad(op, x, y, params["lam"])
+        g = g + spline_ridge_grad(x, params["reg"], spline=spline, boundary=boundary)
         return x - params["tau"] * g
 
     return T
@@ -269,3 +307,80 @@ def safe_step(
     ``‖∂T‖ ≤ 2`` is guaranteed.
     """
     return 1.0 / lipschitz_bound(op_norm, lam, filters, weights, potential)
+
+
+def _weighted_bank_norm_sq(filters: Array, w: Array, shape, boundary: str) -> Array:
+    """``‖Σ_i w_i K_iᵀK_i‖ = ‖(√w_i k_i)_i‖²`` for ``w ≥ 0`` (exact for the circular boundary),
+    with a zero (not NaN) derivative where ``w_i = 0``."""
+    pos = w > 0
+    root = jnp.where(pos, jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0)
+    return bank_norm(root[:, None, None] * filters, shape, boundary) ** 2
+
+
+def spline_lipschitz_bound(
+    op_norm: Float[ArrayLike, ""],
+    lam: Float[ArrayLike, ""],
+    reg: PyTree,
+    shape: tuple[int, int],
+    *,
+    spline: LinearSpline = _SPLINE,
+    boundary: str = "circular",
+) -> Float[Array, ""]:
+    """Lipschitz bound of ``∇E`` for the spline-ridge energy on ``shape`` images:
+
+        L = max(λ ‖A‖² + ‖(√s_i⁺ k_i)_i‖², ‖(√r_i⁻ k_i)_i‖²),
+
+    ``s_i = sup ψ_i''``, ``r_i = inf ψ_i''`` (:func:`jaxinv.regularizers.sup_curvature`,
+    ``inf_curvature``), bank norms by :func:`jaxinv.operators.bank_norm`. Wherever ``ψ'`` is
+    differentiable ``∇²E = λ AᵀA + Σ_i K_iᵀ D_i K_i`` with ``r_i ≤ D_i ≤ s_i``, so ``−Σ r_i⁻
+    K_iᵀK_i ⪯ ∇²E ⪯ λ AᵀA + Σ s_i⁺ K_iᵀK_i``, and ``Σ w_i K_iᵀK_i`` is the Gram operator of the
+    bank ``(√w_i k_i)``; ``∇E`` is Lipschitz (piecewise linear responses), so the a.e. bound
+    is its Lipschitz constant. Never above the coarser ``λ‖A‖² + max(sup ψ'', −inf ψ'') ‖K‖²``.
+    Exact bank norms for the circular boundary, upper bounds for the zero one.
+    """
+    require_keys(reg, ("filters", "coeffs"), "spline_lipschitz_bound")
+    filters = jnp.asarray(reg["filters"])
+    sup = sup_curvature(reg, spline=spline, per_filter=True)
+    inf = _inf_curvature(reg, spline=spline, per_filter=True)
+    upper = lam * op_norm**2 + _weighted_bank_norm_sq(filters, sup, shape, boundary)
+    return jnp.maximum(upper, _weighted_bank_norm_sq(filters, -inf, shape, boundary))
+
+
+def spline_safe_step(
+    op_norm: Float[ArrayLike, ""],
+    lam: Float[ArrayLike, ""],
+    reg: PyTree,
+    shape: tuple[int, int],
+    *,
+    spline: LinearSpline = _SPLINE,
+    boundary: str = "circular",
+) -> Float[Array, ""]:
+    """``τ = 1 / L`` with ``L`` from :func:`spline_lipschitz_bound`.
+
+    When the energy is ``m``-strongly convex (:func:`spline_convexity_modulus` ``m ≥ 0``; always
+    for the convex kind) the tied map :func:`tied_spline_map` is then non-expansive, and a
+    contraction with factor ``1 − m/L`` for ``m > 0`` (denoising: ``m ≥ λ`` for the convex kind).
+    """
+    return 1.0 / spline_lipschitz_bound(op_norm, lam, reg, shape, spline=spline, boundary=boundary)
+
+
+def spline_convexity_modulus(
+    lam: Float[ArrayLike, ""],
+    op_min_sq: Float[ArrayLike, ""],
+    reg: PyTree,
+    shape: tuple[int, int],
+    *,
+    spline: LinearSpline = _SPLINE,
+    boundary: str = "circular",
+) -> Float[Array, ""]:
+    """Lower bound ``m = λ σ_min(AᵀA) − ‖(√r_i⁻ k_i)_i‖²`` on the strong-convexity modulus of
+    ``E = λ/2 ‖A x − y‖² + R(x)``, ``r_i = inf ψ_i''`` (``≥ −μ`` for the weakly convex kind).
+
+    ``op_min_sq`` is ``σ_min(AᵀA)`` (1 for denoising, 0 for masks and most blurs). ``E`` is
+    convex if ``m ≥ 0``, which holds in particular when ``λ σ_min(AᵀA) ≥ μ ‖K‖²``.
+    """
+    require_keys(reg, ("filters", "coeffs"), "spline_convexity_modulus")
+    inf = _inf_curvature(reg, spline=spline, per_filter=True)
+    return jnp.asarray(lam) * op_min_sq - _weighted_bank_norm_sq(
+        jnp.asarray(reg["filters"]), -inf, shape, boundary
+    )

@@ -10,18 +10,30 @@ from ._foe import tv_like_filters as tv_like_filters
 from ._potentials import AbstractPotential as AbstractPotential
 from ._potentials import get_activation as get_activation
 from ._potentials import get_potential as get_potential
+from ._spline import LinearSpline as LinearSpline
+from ._spline import inf_curvature as inf_curvature
+from ._spline import init_spline_ridge as init_spline_ridge
+from ._spline import spline_ridge as spline_ridge
+from ._spline import spline_ridge_grad as spline_ridge_grad
+from ._spline import sup_curvature as sup_curvature
 from ._tv import smoothed_tv as smoothed_tv
 
 __all__ = [
     "AbstractPotential",
+    "LinearSpline",
     "dct_filters",
     "dense",
     "fields_of_experts",
     "fields_of_experts_grad",
     "get_activation",
     "get_potential",
+    "inf_curvature",
     "init_dense",
     "init_fields_of_experts",
+    "init_spline_ridge",
     "smoothed_tv",
+    "spline_ridge",
+    "spline_ridge_grad",
+    "sup_curvature",
     "tv_like_filters",
 ]
