@@ -268,9 +268,10 @@ class Model:
     def built(self, plan: Plan, shape: tuple[int, int]) -> tuple[Any, Any]:
         """The model instance and parameters for ``plan`` on ``shape`` images (cached, so
         images of one size share one compilation)."""
-        key = (plan.key, tuple(shape), str(jnp.result_type(float)))
+        hw = (int(shape[0]), int(shape[1]))
+        key = (plan.key, hw, str(jnp.result_type(float)))
         if key not in self._built:
-            self._built[key] = _build(self, plan.task, tuple(shape), plan.lam_scale, plan.retarget)
+            self._built[key] = _build(self, plan.task, hw, plan.lam_scale, plan.retarget)
         return self._built[key]
 
 
@@ -436,18 +437,18 @@ def make_plan(
                 f"σ floored at {floor:g}); results are best at the training σ (--keep-lambda "
                 "keeps λ)"
             )
-    options = {"sigma": s * width}
+    sigma_model = s * width
     try:
         if kernel is not None:
             k, label = parse_kernel(kernel)
             task: Task = GivenOperatorTask(
-                name="deblur", boundary=trained.boundary, given=k, label=label, **options
+                name="deblur", sigma=sigma_model, boundary=trained.boundary, given=k, label=label
             )
         elif mask is not None:
             m, label = load_mask(mask)
-            task = GivenOperatorTask(name="inpaint", given=m, label=label, **options)
+            task = GivenOperatorTask(name="inpaint", sigma=sigma_model, given=m, label=label)
         else:
-            task = dataclasses.replace(trained, **options)
+            task = dataclasses.replace(trained, sigma=sigma_model)
     except RestoreError:
         raise
     except ValueError as err:

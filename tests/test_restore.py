@@ -167,6 +167,28 @@ def test_given_mask_is_the_inpainting_operator(run_dir, clean):
     assert _psnr(got.image, clean) > _psnr(y, clean) + 1.0
 
 
+def test_mnist_models_work_on_their_own_scale(tmp_path):
+    """A model trained on MNIST's [-1, 1] digits restores [0, 1] files: the values are mapped
+    to 2v - 1 and back, and σ is on the files' scale (the training 0.1 on [-1, 1] is 0.05)."""
+    run = tmp_path / "mnist"
+    train(_config(dataset="mnist", num_train=4, steps=2), run, progress=False)
+    digit = np.zeros((28, 28))
+    digit[6:22, 12:16] = 1.0
+    y = (digit + 0.05 * np.random.default_rng(1).standard_normal(digit.shape)).astype(np.float32)
+    r = rs.restore_image(run, y)
+    config, inst, params = load_run(run)
+    sol = reconstruct(
+        inst, config.make_task(), params, jnp.asarray(2.0 * y - 1.0), solver=config.forward_solver()
+    )
+    np.testing.assert_allclose(r.image, np.asarray((sol.value + 1.0) / 2.0, np.float32), atol=1e-6)
+    assert r.operator == "denoise, σ=0.05 (2σ on [-1, 1])"
+    assert rs.make_plan(rs.open_model(run), sigma=0.05).lam_scale == 1.0
+    assert "at σ=0.05 on mnist 28x28" in rs.open_model(run).describe()
+    dense = rs.Model(run, "dense", TrainConfig(arch="dense", dataset="mnist"), 1, True, True)
+    with pytest.raises(rs.RestoreError, match="dense model restores only 28x28"):
+        rs.check_image(dense, rs.make_plan(dense), y[:20])
+
+
 def test_colour_restores_each_channel(run_dir, clean, noisy, tmp_path):
     rgb = np.stack([noisy, noisy[::-1], 1.0 - noisy], axis=-1)
     r = rs.restore_image(run_dir, rgb)
