@@ -281,20 +281,26 @@ def _build(
     """The model instance for ``task`` on ``shape`` images and the trained parameters for it.
 
     The one place that knows what :func:`jaxinv.train.load_run` returns and how a model is
-    built: ``load_run`` gives the parameters (refreshed for ``shape``); for another operator or
-    λ the architecture is built for ``task`` and ``shape``, λ is multiplied by ``lam_scale`` and
-    the derived leaves are recomputed by the instance's ``refresh``.
+    built: for the training task and λ, ``load_run`` for ``shape``; otherwise the architecture
+    is built for ``task`` and ``shape``, given the trained parameters with λ multiplied by
+    ``lam_scale``, and its ``refresh`` recomputes the derived leaves (τ, operator norms).
     """
     from .train import load_run
 
-    config, inst, params = load_run(model.run, image_shape=shape)
     if not retarget and lam_scale == 1.0:
+        _, inst, params = load_run(model.run, image_shape=shape)
         return inst, params
+    config, _, params = load_run(model.run)
     new = config.make_arch().build(jax.random.PRNGKey(config.seed), task, shape, config.tied)
-    if jax.tree.structure(new.params) != jax.tree.structure(params):
+    fits = jax.tree.structure(new.params) == jax.tree.structure(params) and all(
+        np.shape(a) == np.shape(b)
+        for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params), strict=True)
+    )
+    if not fits:
         raise RestoreError(
-            f"the {config.arch!r} model trained for {config.task} has other parameters than one "
-            f"built for {task.name}; restore with the model's own task"
+            f"the {config.arch!r} parameters trained for {config.task} on "
+            f"{_size(config.image_shape)} images do not fit a model for {task.name} on "
+            f"{_size(shape)} images; restore with the model's own task and size"
         )
     params = {**params, "lam": params["lam"] * jnp.asarray(lam_scale, params["lam"].dtype)}
     return new, jax.jit(new.refresh)(params)

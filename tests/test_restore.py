@@ -416,7 +416,13 @@ def test_bad_input_exits_2_before_compiling(run_dir, noisy, tmp_path, capsys, no
     np.save(tmp_path / "m.npy", np.ones((10, 10)))
     np.save(tmp_path / "k.npy", np.ones((41, 41)))
     (tmp_path / "plain").mkdir()
+    (tmp_path / "cut").mkdir()
+    for f in ("config.json", "checkpoint.eqx"):
+        (tmp_path / "cut" / f).write_bytes((run_dir / f).read_bytes())
+    data = (tmp_path / "cut" / "checkpoint.eqx").read_bytes()
+    (tmp_path / "cut" / "checkpoint.eqx").write_bytes(data[:-10])
     cases = [
+        (["restore", str(tmp_path / "cut"), ok, *out], ["cut", "unreadable", "payload"]),
         (["restore", run, str(tmp_path / "missing.png"), *out], ["missing.png", "not found"]),
         (["restore", run, str(tmp_path / "text.png"), *out], ["text.png", "NPY"]),
         (["restore", run, str(tmp_path / "nan.npy"), *out], ["nan.npy", "NaN or infinite"]),
