@@ -11,7 +11,8 @@ LUMA_WEIGHTS: tuple[float, float, float] = (0.2125, 0.7154, 0.0721)
 
 
 def to_unit_range(a: np.ndarray, *, name: str = "image", rescale: bool = True) -> np.ndarray:
-    """Map an array's values to float64 on [0, 1].
+    """Map an array's values to float64 on [0, 1] (or, with ``rescale=False``, keep a float
+    array's own range).
 
     Rule: booleans -> {0, 1}; unsigned integers -> divided by the dtype's maximum (255 for 8-bit,
     65535 for 16-bit); signed integers with no negative values -> divided by the dtype's maximum;
