@@ -238,7 +238,8 @@ def lipschitz_bound(
     tap (see :func:`jaxinv.operators.bank_norm`), ``‖K‖ ≤ Σ_p ‖k_p‖₁``, which is ``‖k‖₁`` for
     a symmetric filter. Then ``‖∇²E‖ ≤ L``. ``op_norm`` is ``‖A‖₂`` (e.g.
     :func:`jaxinv.operators.operator_norm`; 1 for the identity and masks, 1 for a blur whose
-    non-negative kernel sums to 1).
+    non-negative kernel sums to 1 under the circular and zero boundaries, and under the reflect
+    one if the kernel is symmetric in each axis; a reflect diagonal motion blur exceeds 1).
     """
     pot = get_potential(potential)
     _check_boundary(boundary)

@@ -280,3 +280,16 @@ def test_bank_norm_bounds_the_reflect_norm():
     assert max(ratios) < 2.0  # the general bound stays below the factor-2 extension bound
     with pytest.raises(ValueError, match="boundary"):
         bank_norm(jnp.ones((1, 3, 3)), (8, 8), "mirror")
+
+
+def test_reflect_blur_norms():
+    """A reflect blur with a kernel symmetric in each axis keeps ‖A‖ ≤ 1; the diagonal motion
+    blur does not (its mirrored corner pixels weigh more), and bank_norm bounds it."""
+    shape = (12, 13)
+    for kernel in (gaussian_kernel(5, 1.2), uniform_kernel(3), motion_kernel(5, "horizontal")):
+        dense = np.linalg.norm(_dense_matrix(Blur(kernel, "reflect"), shape), 2)
+        np.testing.assert_allclose(dense, 1.0, rtol=1e-12)
+        np.testing.assert_allclose(bank_norm(kernel[None], shape, "reflect"), 1.0, rtol=1e-12)
+    kernel = motion_kernel(5)
+    dense = np.linalg.norm(_dense_matrix(Blur(kernel, "reflect"), shape), 2)
+    assert 1.01 < dense <= float(bank_norm(jnp.flip(kernel)[None], shape, "reflect"))
