@@ -5,8 +5,15 @@
 
     z_f[i, j] = sum_{a, b} filters[f, a, b] * x[i + a - c, j + b - c],   c = k // 2,
 
-where out-of-range pixels wrap around (``boundary="circular"``) or are zero (``"zero"``).
-``correlate_adjoint`` is its exact transpose, ``(..., F, H, W) -> (..., H, W)``.
+where out-of-range pixels wrap around (``boundary="circular"``), are zero (``"zero"``), or
+mirror the image about its edge (``"reflect"``, half-sample symmetric: ``x[-1] = x[0]``,
+``x[-2] = x[1]``, ``x[H] = x[H - 1]``; numpy's ``mode="symmetric"``, scipy's ``"reflect"``;
+for filters wider than the image the mirrored copies repeat with period ``2H``).
+``correlate_adjoint`` is its exact transpose, ``(..., F, H, W) -> (..., H, W)``. For the
+reflect boundary that transpose is *not* a reflect-boundary correlation: the adjoint of the
+symmetric padding folds the padded border back onto the image pixels it copies, so the
+adjoint computes the full zero-boundary transposed correlation on the padded grid and folds
+it (``_fold``).
 
 Both are JAX primitives with their own differentiation rules: the transpose of ``correlate``
 with respect to the images *is* ``correlate_adjoint`` (and vice versa), whichever formulation
@@ -24,7 +31,10 @@ Formulations (``method=``), all exact up to rounding:
     Fastest on the CPU for small filters; compile time grows with F*k*k.
 ``"fft"``
     products of real 2-D spectra (``rfft2``/``irfft2``); the zero boundary embeds the images
-    in a grid enlarged by at least ``k // 2``. Its cost hardly depends on the filter size, but
+    in a grid enlarged by at least ``k // 2``; the reflect boundary pads the images
+    symmetrically by the filter's reach and correlates the padded image on a grid of at
+    least its size (``H + k - 1``), where no wrapped tap reaches a kept output, then keeps
+    the centre (its adjoint folds, as above). Its cost hardly depends on the filter size, but
     XLA's CPU FFT runs on one thread and is slow for sizes with large prime factors.
 ``"conv"``
     ``lax.conv_general_dilated`` (NHWC inside). The backend's own convolution: the choice off
@@ -48,7 +58,7 @@ from jaxtyping import Array, Float
 
 from ._tree import EXACT
 
-BOUNDARIES = ("circular", "zero")
+BOUNDARIES = ("circular", "zero", "reflect")
 METHODS = ("auto", "stencil", "fft", "conv")
 
 
@@ -104,10 +114,13 @@ def choose_method(
     of 28x28 to 256x256; 1 or 8 filters of 3x3 to 25x25): the stencil costs ``F k^2`` per
     pixel, the FFT ``4.5 (F + 1) log2(H W)`` (F + 1 transforms per image and direction), and
     the cheaper one is used, except that the FFT is only used on transform sizes without prime
-    factors above 7 (the circular boundary transforms the image size itself; XLA's FFT of
+    factors above 7 (the circular boundary transforms the image size itself, the zero and
+    reflect boundaries a fast size at least ``H + k // 2`` / ``H + k - 1``; XLA's FFT of
     178 = 2 x 89 points is 5-10x slower than the stencil). In practice: the stencil for
     filters up to 7x7 (5x5 on 28x28 images), the FFT from 9x9 (11x11 on 256x256 images) with
-    8 filters, and from about 11x11 (13x13 on 256x256) with one filter.
+    8 filters, and from about 11x11 (13x13 on 256x256) with one filter. The reflect boundary
+    follows the same rule on its own grid (its FFT correlates the symmetrically padded image,
+    as exact as the stencil); the measurements behind the rule were not repeated for it.
     """
     backend = jax.default_backend() if backend is None else backend
     if backend != "cpu":
@@ -175,28 +188,29 @@ def _split(k: int) -> tuple[int, int]:
 
 
 def _pad(v, lo: int, hi: int, boundary: str, anchor):
-    """Pad the last two axes by (lo, hi), wrapping or with zeros.
+    """Pad the last two axes by (lo, hi), wrapping, mirroring or with zeros.
 
-    ``v`` is written into a zero frame with a dynamic-update-slice, and (circular) the border is
-    then copied from the frame's own interior with four small updates. Written with ``pad`` or
-    ``concatenate`` instead, XLA's CPU fusion pulls the producer of ``v`` (often a whole stencil
-    times a residual, in a VJP) into the padding loop, where it runs unvectorised and once per
-    piece; as an update it is computed once, vectorised, straight into the frame. The update's
-    offsets are made opaque (``anchor * 0`` converted to an integer, 0 at run time; with a NaN
-    filter every output is NaN whatever the offset) because an update of zeros at constant
-    offsets is rewritten into a ``pad``.
+    ``v`` is written into a zero frame with a dynamic-update-slice, and (circular, reflect) the
+    border is then copied from the frame's own interior with four small updates (reflect: the
+    copies reversed). Written with ``pad`` or ``concatenate`` instead, XLA's CPU fusion pulls
+    the producer of ``v`` (often a whole stencil times a residual, in a VJP) into the padding
+    loop, where it runs unvectorised and once per piece; as an update it is computed once,
+    vectorised, straight into the frame. The update's offsets are made opaque (``anchor * 0``
+    converted to an integer, 0 at run time; with a NaN filter every output is NaN whatever the
+    offset) because an update of zeros at constant offsets is rewritten into a ``pad``.
     """
     *lead, h, w = v.shape
     nl = len(lead)
     if not (lo or hi):
         return v
-    if boundary == "circular" and max(lo, hi) > min(h, w):  # wider than the image: rare
-        return jnp.pad(v, [(0, 0)] * nl + [(lo, hi), (lo, hi)], mode="wrap")
+    if boundary != "zero" and max(lo, hi) > min(h, w):  # wider than the image: rare
+        mode = "wrap" if boundary == "circular" else "symmetric"  # both periodic (2H: mirror)
+        return jnp.pad(v, [(0, 0)] * nl + [(lo, hi), (lo, hi)], mode=mode)
     zero = lax.convert_element_type(anchor * 0, jnp.int32)
     frame = jnp.zeros((*lead, h + lo + hi, w + lo + hi), v.dtype)
     p = lax.dynamic_update_slice(frame, v, (zero,) * nl + (lo + zero, lo + zero))
+    at = (0,) * nl
     if boundary == "circular":
-        at = (0,) * nl
         if lo:  # top rows <- last image rows, bottom rows <- first image rows
             p = lax.dynamic_update_slice(p, p[..., h : h + lo, lo : lo + w], at + (0, lo))
         if hi:
@@ -205,7 +219,52 @@ def _pad(v, lo: int, hi: int, boundary: str, anchor):
             p = lax.dynamic_update_slice(p, p[..., :, w : w + lo], at + (0, 0))
         if hi:
             p = lax.dynamic_update_slice(p, p[..., :, lo : lo + hi], at + (0, lo + w))
+    elif boundary == "reflect":
+        # padded row r < lo copies image row lo - 1 - r; row lo + h + q copies row h - 1 - q
+        rows, cols = nl, nl + 1
+        if lo:
+            top = lax.rev(p[..., lo : 2 * lo, lo : lo + w], (rows,))
+            p = lax.dynamic_update_slice(p, top, at + (0, lo))
+        if hi:
+            bottom = lax.rev(p[..., lo + h - hi : lo + h, lo : lo + w], (rows,))
+            p = lax.dynamic_update_slice(p, bottom, at + (lo + h, lo))
+        if lo:  # then whole columns, corners included
+            p = lax.dynamic_update_slice(p, lax.rev(p[..., :, lo : 2 * lo], (cols,)), at + (0, 0))
+        if hi:
+            right = lax.rev(p[..., :, lo + w - hi : lo + w], (cols,))
+            p = lax.dynamic_update_slice(p, right, at + (0, lo + w))
     return p
+
+
+def _fold(v, lo: int, hi: int, h: int, w: int):
+    """The adjoint of the symmetric padding ``_pad(., lo, hi, "reflect")``: ``(..., h + lo + hi,
+    w + lo + hi) -> (..., h, w)``, every border pixel added onto the image pixel it copies."""
+    return _fold_axis(_fold_axis(v, lo, hi, h, v.ndim - 2), lo, hi, w, v.ndim - 1)
+
+
+def _fold_axis(v, lo: int, hi: int, n: int, axis: int):
+    if max(lo, hi) <= n:  # one mirror copy per side
+        out = lax.slice_in_dim(v, lo, lo + n, axis=axis)
+        widths = [(0, 0, 0)] * v.ndim
+        if lo:
+            top = lax.rev(lax.slice_in_dim(v, 0, lo, axis=axis), (axis,))
+            widths[axis] = (0, n - lo, 0)
+            out = out + lax.pad(top, jnp.zeros((), v.dtype), widths)
+        if hi:
+            bottom = lax.rev(lax.slice_in_dim(v, lo + n, lo + n + hi, axis=axis), (axis,))
+            widths[axis] = (n - hi, 0, 0)
+            out = out + lax.pad(bottom, jnp.zeros((), v.dtype), widths)
+        return out
+    # Wider: padded index m copies image index s(m) of the 2n-periodic mirror extension,
+    # t = (m - lo) mod 2n, s = t if t < n else 2n - 1 - t. Sum over periods, then fold the
+    # mirrored half.
+    v = jnp.moveaxis(v, axis, -1)
+    before = (-lo) % (2 * n)
+    after = (-(before + v.shape[-1])) % (2 * n)
+    v = jnp.pad(v, [(0, 0)] * (v.ndim - 1) + [(before, after)])
+    v = jnp.sum(v.reshape(v.shape[:-1] + (-1, 2 * n)), axis=-2)
+    out = v[..., :n] + jnp.flip(v[..., n:], -1)
+    return jnp.moveaxis(out, -1, axis)
 
 
 def _sum(terms: list, chain: int):
@@ -280,15 +339,19 @@ def _corr_stencil(x, filters, boundary):
 
 
 def _adj_stencil(z, filters, boundary):
-    # out[i, j] = sum_{f,a,b} filters[f, a, b] * z_f[i - a + c, j - b + c]
+    # out[i, j] = sum_{f,a,b} filters[f, a, b] * z_f[i - a + c, j - b + c]; for the reflect
+    # boundary on the padded grid (i, j in -lo .. h + hi - 1, z zero outside), then folded
     nf, k = filters.shape[0], filters.shape[-1]
     h, w = z.shape[-2:]
     lo, hi = _split(k)
-    zp = _pad(z, hi, lo, boundary, filters[0, 0, 0])
+    if boundary == "reflect":
+        zp, oh, ow = _pad(z, k - 1, k - 1, "zero", filters[0, 0, 0]), h + k - 1, w + k - 1
+    else:
+        zp, oh, ow = _pad(z, hi, lo, boundary, filters[0, 0, 0]), h, w
 
     def term(f, a, b):
         r, c = k - 1 - a, k - 1 - b
-        return lambda: filters[f, a, b] * zp[:, f, r : r + h, c : c + w]
+        return lambda: filters[f, a, b] * zp[:, f, r : r + oh, c : c + ow]
 
     # whole filters per group where possible, so each loop reads few planes
     per = max(1, _MAX_TERMS // (k * k))
@@ -297,15 +360,17 @@ def _adj_stencil(z, filters, boundary):
         groups += _chunks(
             [term(f, a, b) for f in fs for a in range(k) for b in range(k)], _MAX_TERMS
         )
-    return _stencil_sum(groups, k, filters[0, 0, 0])
+    out = _stencil_sum(groups, k, filters[0, 0, 0])
+    return _fold(out, lo, hi, h, w) if boundary == "reflect" else out
 
 
 def _fft_grid(h: int, w: int, k: int, boundary: str) -> tuple[int, int]:
     if boundary == "circular":
         return h, w
     # Zero boundary: embed in a grid large enough that no wrapped tap reaches the image, of a
-    # size the FFT handles fast.
-    e = max(_split(k))
+    # size the FFT handles fast. Reflect: the same for the symmetrically padded image, whose
+    # centre (the kept outputs) no wrapped tap reaches when the grid holds the padded image.
+    e = k - 1 if boundary == "reflect" else max(_split(k))
     return _fft_size(h + e), _fft_size(w + e)
 
 
@@ -320,28 +385,37 @@ def _filter_spectra(filters, hp: int, wp: int):
     return jnp.fft.rfft2(kp)
 
 
-def _embed(a, hp: int, wp: int):
+def _embed(a, hp: int, wp: int, at: int = 0):
     h, w = a.shape[-2:]
     if (hp, wp) == (h, w):
         return a
-    return jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, hp - h), (0, wp - w)])
+    return jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(at, hp - h - at), (at, wp - w - at)])
 
 
 def _corr_fft(x, filters, boundary):
     h, w = x.shape[-2:]
+    lo, hi = _split(filters.shape[-1])
     hp, wp = _fft_grid(h, w, filters.shape[-1], boundary)
     spectra = jnp.conj(_filter_spectra(filters, hp, wp))
+    at = 0
+    if boundary == "reflect":  # the padded image's valid part is the reflect correlation
+        x, at = _pad(x, lo, hi, "reflect", filters[0, 0, 0]), lo
     z = jnp.fft.irfft2(jnp.fft.rfft2(_embed(x, hp, wp))[:, None] * spectra, s=(hp, wp))
-    return z[..., :h, :w].astype(x.dtype)
+    return z[..., at : at + h, at : at + w].astype(x.dtype)
 
 
 def _adj_fft(z, filters, boundary):
     h, w = z.shape[-2:]
-    hp, wp = _fft_grid(h, w, filters.shape[-1], boundary)
+    k = filters.shape[-1]
+    lo, hi = _split(k)
+    hp, wp = _fft_grid(h, w, k, boundary)
     spectra = _filter_spectra(filters, hp, wp)
-    zs = jnp.fft.rfft2(_embed(z, hp, wp))
-    out = jnp.fft.irfft2(jnp.sum(zs * spectra, axis=-3), s=(hp, wp))
-    return out[..., :h, :w].astype(z.dtype)
+    at, oh, ow = (lo, h + k - 1, w + k - 1) if boundary == "reflect" else (0, h, w)
+    zs = jnp.fft.rfft2(_embed(z, hp, wp, at))
+    out = jnp.fft.irfft2(jnp.sum(zs * spectra, axis=-3), s=(hp, wp))[..., :oh, :ow]
+    if boundary == "reflect":
+        out = _fold(out, lo, hi, h, w)
+    return out.astype(z.dtype)
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -349,7 +423,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 
 def _corr_conv(x, filters, boundary):
     lo, hi = _split(filters.shape[-1])
-    if boundary == "circular":
+    if boundary != "zero":
         xp, padding = _pad(x, lo, hi, boundary, filters[0, 0, 0]), "VALID"
     else:
         xp, padding = x, [(lo, hi), (lo, hi)]
@@ -361,18 +435,21 @@ def _corr_conv(x, filters, boundary):
 
 
 def _adj_conv(z, filters, boundary):
-    lo, hi = _split(filters.shape[-1])
+    k = filters.shape[-1]
+    lo, hi = _split(k)
     zt = jnp.transpose(z, (0, 2, 3, 1))  # (N, H, W, F)
     if boundary == "circular":
         zt = jnp.pad(zt, [(0, 0), (hi, lo), (hi, lo), (0, 0)], mode="wrap")
         padding = "VALID"
+    elif boundary == "reflect":  # full transposed correlation on the padded grid, then fold
+        padding = [(k - 1, k - 1), (k - 1, k - 1)]
     else:
         padding = [(hi, lo), (hi, lo)]
     kern = jnp.transpose(jnp.flip(filters, (-2, -1)), (1, 2, 0))[..., None]  # (k, k, F, 1)
     out = lax.conv_general_dilated(
         zt, kern, (1, 1), padding, dimension_numbers=_NHWC, precision=EXACT
-    )
-    return out[..., 0]
+    )[..., 0]
+    return _fold(out, lo, hi, *z.shape[-2:]) if boundary == "reflect" else out
 
 
 _IMPLS = {
@@ -389,7 +466,7 @@ def _filter_gradient(x, z, k: int, boundary: str):
     the images as input channels and the responses as (image-sized) kernels.
     """
     lo, hi = _split(k)
-    mode = "wrap" if boundary == "circular" else "constant"
+    mode = {"circular": "wrap", "zero": "constant", "reflect": "symmetric"}[boundary]
     xp = jnp.pad(x, [(0, 0), (lo, hi), (lo, hi)], mode=mode)
     g = lax.conv_general_dilated(
         xp[None],

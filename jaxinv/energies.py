@@ -11,10 +11,12 @@ Every map has the signature ``T(x, params, y) -> x`` with all learnable or swept
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray, PyTree
 
 from ._conv import correlate, correlate_adjoint
@@ -254,27 +256,57 @@ def lipschitz_bound(
     filters: Float[Array, "F k k"],
     weights: Float[Array, " F"],
     potential: str | AbstractPotential = "logcosh",
+    *,
+    boundary: str = "circular",
 ) -> Float[Array, ""]:
     """Upper bound on the Lipschitz constant of ``∇E`` for the fields-of-experts energy:
 
-        L = λ ‖A‖² + sup|ρ''| · Σ_i |w_i| ‖k_i‖₁².
+        L = λ ‖A‖² + sup|ρ''| · Σ_i |w_i| n_i²,   n_i ≥ ‖K_i‖.
 
     ``∇²E = λ AᵀA + Σ_i w_i K_iᵀ D_i K_i`` with ``D_i = diag(ρ''(K_i x + b_i))``, ``‖D_i‖ ≤
     sup|ρ''|``. By Young's inequality ``‖k * x‖₂ ≤ ‖k‖₁ ‖x‖₂``: for the circular boundary it
     holds on the discrete torus (convolution on a group); for the zero boundary ``k * x`` is the
     restriction to the image of the full convolution of the zero-extended ``x`` on ``Z²``, and
-    restricting only lowers the norm. So ``‖K_i‖ ≤ ‖k_i‖₁`` for both boundaries and
-    ``‖∇²E‖ ≤ L``. ``op_norm`` is ``‖A‖₂`` (e.g. :func:`jaxinv.operators.operator_norm`; 1 for
-    the identity and masks, 1 for a blur whose non-negative kernel sums to 1).
+    restricting only lowers the norm. So ``n_i = ‖k_i‖₁`` for both boundaries. Not for the
+    reflect boundary, where a mirrored pixel is read twice per axis (a one-tap diagonal shift
+    has norm 2). There ``n_i`` is the smallest of two bounds: ``K = Σ_a k[a] S_a`` with ``S_a``
+    the mirrored shift by the tap offset ``a = (a₁, a₂)``, which reads every pixel at most
+    twice along each axis it moves, so ``‖S_a‖ ≤ √2^{[a₁≠0] + [a₂≠0]}`` and ``‖K‖ ≤ Σ_a
+    |k[a]| ‖S_a‖ ≤ 2 ‖k‖₁``; and splitting ``k`` into its four parity parts about the centre
+    tap (see :func:`jaxinv.operators.bank_norm`), ``‖K‖ ≤ Σ_p ‖k_p‖₁``, which is ``‖k‖₁`` for
+    a symmetric filter. Then ``‖∇²E‖ ≤ L``. ``op_norm`` is ``‖A‖₂`` (e.g.
+    :func:`jaxinv.operators.operator_norm`; 1 for the identity and masks, 1 for a blur whose
+    non-negative kernel sums to 1 under the circular and zero boundaries, and under the reflect
+    one if the kernel is symmetric in each axis; a reflect diagonal motion blur exceeds 1).
     """
     pot = get_potential(potential)
+    _check_boundary(boundary)
     filters = jnp.asarray(filters)
     if filters.ndim != 3 or jnp.shape(weights) != (filters.shape[0],):
         raise ValueError(
             f"need filters (F, k, k) and weights (F,), got {filters.shape} and {jnp.shape(weights)}"
         )
     l1 = jnp.sum(jnp.abs(filters), axis=(1, 2))
+    if boundary == "reflect":
+        l1 = jnp.minimum(_shift_l1(filters), _parity_l1(filters))
     return lam * op_norm**2 + pot.sup_ddrho * jnp.sum(jnp.abs(weights) * l1**2)
+
+
+def _shift_l1(filters: Array) -> Array:
+    """``Σ_a |k[a]| √2^{[a₁≠0] + [a₂≠0]}``: each tap weighted by its mirrored shift's norm bound."""
+    k = filters.shape[-1]
+    moved = np.where(np.arange(k) == k // 2, 1.0, math.sqrt(2.0))
+    return jnp.sum(jnp.abs(filters) * jnp.asarray(np.outer(moved, moved)), axis=(1, 2))
+
+
+def _parity_l1(filters: Array) -> Array:
+    """``Σ_p ‖k_p‖₁`` over the four parity parts of each filter about its centre tap."""
+    k = filters.shape[-1]
+    c = k // 2  # an even filter gets a zero last row/column, so the centre tap is central
+    g = jnp.pad(filters, ((0, 0), (0, 2 * c + 1 - k), (0, 2 * c + 1 - k)))
+    fr, fc, frc = jnp.flip(g, 1), jnp.flip(g, 2), jnp.flip(g, (1, 2))
+    parts = [(g + a * fr + b * fc + a * b * frc) / 4 for a in (1, -1) for b in (1, -1)]
+    return sum(jnp.sum(jnp.abs(q), axis=(1, 2)) for q in parts)
 
 
 def dense_lipschitz_bound(
@@ -296,8 +328,11 @@ def safe_step(
     filters: Float[Array, "F k k"],
     weights: Float[Array, " F"],
     potential: str | AbstractPotential = "logcosh",
+    *,
+    boundary: str = "circular",
 ) -> Float[Array, ""]:
-    """``τ = 1 / L`` with ``L`` from :func:`lipschitz_bound` (for the dense model use
+    """``τ = 1 / L`` with ``L`` from :func:`lipschitz_bound` (pass the map's ``boundary``: the
+    reflect one needs a larger bound; for the dense model use
     ``1 / dense_lipschitz_bound(...)``).
 
     Then the spectrum of ``∂T = I − τ ∇²E`` lies in ``[1 − τL, 1 − τμ] ⊂ [0, 1]`` wherever
@@ -306,7 +341,7 @@ def safe_step(
     ``μ``-strongly convex (e.g. denoising, ``μ ≥ λ``). For the non-convex Student-t potential only
     ``‖∂T‖ ≤ 2`` is guaranteed.
     """
-    return 1.0 / lipschitz_bound(op_norm, lam, filters, weights, potential)
+    return 1.0 / lipschitz_bound(op_norm, lam, filters, weights, potential, boundary=boundary)
 
 
 def _weighted_bank_norm_sq(filters: Array, w: Array, shape, boundary: str) -> Array:
@@ -336,7 +371,7 @@ def spline_lipschitz_bound(
     K_iᵀK_i ⪯ ∇²E ⪯ λ AᵀA + Σ s_i⁺ K_iᵀK_i``, and ``Σ w_i K_iᵀK_i`` is the Gram operator of the
     bank ``(√w_i k_i)``; ``∇E`` is Lipschitz (piecewise linear responses), so the a.e. bound
     is its Lipschitz constant. Never above the coarser ``λ‖A‖² + max(sup ψ'', −inf ψ'') ‖K‖²``.
-    Exact bank norms for the circular boundary, upper bounds for the zero one.
+    Exact bank norms for the circular boundary, upper bounds for the zero and reflect ones.
     """
     require_keys(reg, ("filters", "coeffs"), "spline_lipschitz_bound")
     filters = jnp.asarray(reg["filters"])

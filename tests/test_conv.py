@@ -15,13 +15,15 @@ from jaxinv import _conv
 from jaxinv._conv import METHODS, choose_method, correlate, correlate_adjoint
 
 CONCRETE = [m for m in METHODS if m != "auto"]
-BOUNDARIES = ("circular", "zero")
-# the derivative tests compile large programs: both boundaries for the CPU default, one each else
-DERIV_CASES = {"stencil": BOUNDARIES, "fft": ("zero",), "conv": ("circular",)}
+BOUNDARIES = ("circular", "zero", "reflect")
+# the derivative tests compile large programs: all boundaries for the CPU default, fewer else
+DERIV_CASES = {"stencil": BOUNDARIES, "fft": ("zero", "reflect"), "conv": ("circular", "reflect")}
+SCIPY_MODE = {"zero": "constant", "reflect": "reflect"}  # scipy's "reflect" is half-sample
 
 
 def reference(x, filters, boundary):
-    """numpy: np.roll sums (circular) or scipy.ndimage.correlate with zeros outside."""
+    """numpy: np.roll sums (circular) or scipy.ndimage.correlate with zeros outside or the
+    mirrored image (reflect; scipy's mirror copies repeat with period 2H like ours)."""
     x, filters = np.asarray(x), np.asarray(filters)
     k = filters.shape[-1]
     c = k // 2
@@ -34,7 +36,7 @@ def reference(x, filters, boundary):
         else:
             for idx in np.ndindex(x.shape[:-2]):
                 # scipy centres a k-tap filter at k // 2, as correlate does (even k included)
-                out[idx + (f,)] = ndimage.correlate(x[idx], filters[f], mode="constant")
+                out[idx + (f,)] = ndimage.correlate(x[idx], filters[f], mode=SCIPY_MODE[boundary])
     return out
 
 
@@ -241,14 +243,127 @@ def test_choose_method_rule_and_errors():
     assert cpu((256, 256), 11, num_filters=1) == "stencil"
     assert cpu((178, 218), 11, "circular") == "stencil"  # 89 and 109 are prime
     assert cpu((178, 218), 11, "zero") == "fft"  # the zero boundary picks its own grid
+    assert cpu((96, 96), 5, "reflect") == "stencil"
+    assert cpu((96, 96), 9, "reflect") == "fft"  # the padded 104 x 104 image on a 105 x 105 grid
     assert choose_method((96, 96), 5, backend="gpu") == "conv"
     x, f = rand(2, 9, 11), rand(4, 3, 3, seed=1)
     auto = correlate(x, f, "zero")  # method="auto" resolves to one of the formulations
     np.testing.assert_allclose(auto, reference(x, f, "zero"), atol=1e-12)
     x, f = rand(8, 8), rand(2, 3, 3)
     with pytest.raises(ValueError, match="boundary"):
-        correlate(x, f, "reflect")
+        correlate(x, f, "mirror")
     with pytest.raises(ValueError, match="method"):
         correlate(x, f, method="winograd")
     with pytest.raises(ValueError, match="filter channels"):
         correlate_adjoint(np.zeros((3, 8, 8)), f)
+
+
+def padded_reference(x, filters):
+    """Reflect boundary in plain JAX: ``jnp.pad(mode="symmetric")`` then a valid convolution
+    (JAX's own derivative rules, independent of the primitives')."""
+    k = filters.shape[-1]
+    lo, hi = k // 2, k - 1 - k // 2
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(lo, hi), (lo, hi)], mode="symmetric")
+    lead = xp.shape[:-2]
+    z = jax.lax.conv_general_dilated(
+        xp.reshape((-1, 1) + xp.shape[-2:]),
+        filters[:, None],
+        (1, 1),
+        "VALID",
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
+    return z.reshape(lead + z.shape[1:])
+
+
+# (image shape, filter size): odd and even filters, filters wider than the image
+REFLECT_CASES = [((7, 9), 3), ((6, 7), 4), ((3, 4), 5), ((2, 3), 6)]
+
+
+@pytest.mark.parametrize("method", CONCRETE)
+def test_reflect_matches_padded_reference_to_second_order(method):
+    """Reflect boundary, per formulation: values, <A x, z> = <x, A^T z>, gradients w.r.t.
+    images and filters through correlate and correlate_adjoint, a JVP, a Hessian-vector
+    product (forward over reverse) and a hypergradient (reverse over reverse), all against
+    the same quantities of padded_reference."""
+    cases = []
+    for i, (shape, k) in enumerate(REFLECT_CASES):
+        nf = 2
+        cases.append(
+            [rand(2, *shape, seed=10 * i + s) for s in (1, 2, 3)]  # x, v, u
+            + [rand(2, nf, *shape, seed=10 * i + 4)]  # z
+            + [rand(nf, k, k, seed=10 * i + s) for s in (5, 6)]  # f, vf
+        )
+
+    def energies(corr):
+        def energy(u, f, z):
+            return jnp.sum(jnp.log(jnp.cosh(corr(u, f)))) + jnp.vdot(adjoint(corr, z, f, u), u**2)
+
+        return energy
+
+    def adjoint(corr, z, f, like):
+        return jax.linear_transpose(lambda u: corr(u, f), like)(z)[0]
+
+    def quantities(corr, adj, x, v, u, z, f, vf):
+        energy = energies(corr)
+        grad_x = jax.grad(energy)
+        return dict(
+            value=corr(x, f),
+            adjoint=adj(z, f),
+            grads=jax.grad(energy, (0, 1, 2))(x, f, z),
+            jvp=jax.jvp(lambda a, g: energy(a, g, z), (x, f), (v, vf))[1],
+            hvp=jax.jvp(lambda a, g: grad_x(a, g, z), (x, f), (v, vf))[1],
+            hyper=jax.grad(lambda g: jnp.vdot(grad_x(x, g, z), u))(f),
+        )
+
+    def ours(u, g):
+        return correlate(u, g, "reflect", method)
+
+    def ours_adj(z, g):
+        return correlate_adjoint(z, g, "reflect", method)
+
+    def ref_adj(z, g):
+        return adjoint(padded_reference, z, g, jnp.zeros(z.shape[:-3] + z.shape[-2:]))
+
+    @jax.jit
+    def run(cases):
+        return [
+            (quantities(ours, ours_adj, *c), quantities(padded_reference, ref_adj, *c))
+            for c in cases
+        ]
+
+    for (shape, k), c, (got, want) in zip(REFLECT_CASES, cases, run(cases), strict=True):
+        msg = f"{method} {shape} k={k}"
+        x, z = c[0], c[3]
+        np.testing.assert_allclose(got["value"], reference(x, c[4], "reflect"), atol=1e-12)
+        np.testing.assert_allclose(
+            np.vdot(got["value"], z), np.vdot(x, got["adjoint"]), rtol=1e-12, err_msg=msg
+        )
+        for name in want:
+            for a, b in zip(jax.tree.leaves(got[name]), jax.tree.leaves(want[name]), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=f"{msg} {name}")
+
+
+def test_reflect_formulations_agree_and_fold_is_the_padding_adjoint():
+    """All formulations give the same reflect correlation and adjoint (a larger image, several
+    filters), and _fold is the exact transpose of the symmetric padding, narrow and wide."""
+    x, z, f = rand(2, 16, 13), rand(2, 5, 16, 13, seed=1), rand(5, 5, 5, seed=2)
+    run = jax.jit(
+        lambda x, z, f: {
+            m: (correlate(x, f, "reflect", m), correlate_adjoint(z, f, "reflect", m))
+            for m in CONCRETE
+        }
+    )
+    got = run(x, z, f)
+    for m in CONCRETE:
+        np.testing.assert_allclose(got[m][0], got["stencil"][0], atol=1e-12, err_msg=m)
+        np.testing.assert_allclose(got[m][1], got["stencil"][1], atol=1e-12, err_msg=m)
+    for (h, w), lo, hi in (((6, 5), 2, 1), ((6, 5), 3, 3), ((3, 2), 5, 4), ((1, 4), 2, 3)):
+        v = rand(2, h, w, seed=h + lo)
+        pad = lambda a, lo=lo, hi=hi: jnp.pad(  # noqa: E731
+            a, [(0, 0), (lo, hi), (lo, hi)], mode="symmetric"
+        )
+        y = rand(2, h + lo + hi, w + lo + hi, seed=w + hi)
+        (want,) = jax.linear_transpose(pad, v)(y)
+        np.testing.assert_allclose(_conv._fold(y, lo, hi, h, w), want, atol=1e-12)
+        np.testing.assert_allclose(_conv._pad(v, lo, hi, "reflect", 1.0), pad(v), atol=0)

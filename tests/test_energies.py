@@ -171,7 +171,10 @@ def _hessian_norm(energy, params, y, x, num_iter=300):
 
 @pytest.mark.parametrize(
     "potential, op_name, boundary",
-    [("logcosh", "blur_zero", "zero"), ("student_t", "rows", "circular")],
+    [
+        ("logcosh", "blur_zero", "zero"),
+        ("student_t", "rows", "circular"),
+    ],
 )
 def test_lipschitz_bound_bounds_the_hessian(potential, op_name, boundary):
     op = OPS[op_name]
@@ -181,9 +184,48 @@ def test_lipschitz_bound_bounds_the_hessian(potential, op_name, boundary):
     reg = functools.partial(fields_of_experts, potential=potential, boundary=boundary)
     energy = variational_energy(op, reg)
     est = _hessian_norm(energy, p, y, x, num_iter=100)
-    bound = lipschitz_bound(1.0, p["lam"], p["reg"]["filters"], p["reg"]["weights"], potential)
+    bound = lipschitz_bound(
+        1.0, p["lam"], p["reg"]["filters"], p["reg"]["weights"], potential, boundary=boundary
+    )
     assert est <= float(bound)
     assert est >= 0.2 * float(bound)  # not vacuous
+
+
+def test_lipschitz_bound_reflect_is_tight_for_a_shift():
+    """A one-tap diagonal shift reads the mirrored corner pixel four times under the reflect
+    boundary: ‖K‖ = 2 > ‖k‖₁ = 1, so the circular/zero bound fails there and the reflect one
+    (min(2 ‖k‖₁, Σ_p ‖k_p‖₁) = 2) is attained; for a symmetric filter it stays ‖k‖₁."""
+    shape = (7, 8)
+    shift = np.zeros((1, 3, 3))
+    shift[0, 2, 2] = 1.0
+    reg = {"filters": jnp.asarray(shift), "weights": jnp.asarray([0.5])}
+    p = {"lam": jnp.asarray(1.0), "reg": reg}
+    energy = variational_energy(
+        Identity(),
+        functools.partial(fields_of_experts, potential="quadratic", boundary="reflect"),
+    )
+    est = _hessian_norm(energy, p, jnp.zeros(shape), _randn(*shape), num_iter=300)
+    args = (1.0, 1.0, reg["filters"], reg["weights"], "quadratic")
+    np.testing.assert_allclose(lipschitz_bound(*args, boundary="reflect"), 1.0 + 0.5 * 4)
+    np.testing.assert_allclose(est, 1.0 + 0.5 * 4, rtol=1e-6)
+    assert est > 1.5 * float(lipschitz_bound(*args))  # the circular bound, 1 + 0.5
+    np.testing.assert_allclose(safe_step(*args, boundary="reflect"), 1.0 / (1.0 + 0.5 * 4))
+    box = jnp.ones((1, 3, 3))
+    np.testing.assert_allclose(
+        lipschitz_bound(1.0, 1.0, box, jnp.ones(1), "quadratic", boundary="reflect"), 1.0 + 81
+    )
+    # random filters, an inpainting operator: a bound (shape-free, so looser than the circular
+    # one: every off-centre tap may read a mirrored pixel twice per axis)
+    q = _foe_params(lam=1.3)
+    q["reg"]["filters"] = 3.0 * q["reg"]["filters"]
+    reg = functools.partial(fields_of_experts, potential="logcosh", boundary="reflect")
+    est = _hessian_norm(
+        variational_energy(OPS["rows"], reg), q, _randn(*SHAPE), _randn(*SHAPE) * 0.05
+    )
+    bound = lipschitz_bound(
+        1.0, q["lam"], q["reg"]["filters"], q["reg"]["weights"], "logcosh", boundary="reflect"
+    )
+    assert 0.1 * float(bound) <= est <= float(bound)
 
 
 def test_lipschitz_bound_is_tight_for_tv_filters():
@@ -251,7 +293,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="potential"):
         tied_foe_map(Identity(), potential="cauchy")
     with pytest.raises(ValueError, match="boundary"):
-        tied_foe_map(Identity(), boundary="reflect")
+        tied_foe_map(Identity(), boundary="mirror")
     with pytest.raises(ValueError, match="activation"):
         deq_conv_map(Identity(), activation="sigmoid")
     with pytest.raises(ValueError, match="operator"):

@@ -11,6 +11,7 @@ from jaxinv.operators import (
     FilterBank,
     Identity,
     Mask,
+    bank_norm,
     central_block_mask,
     gaussian_kernel,
     motion_kernel,
@@ -34,7 +35,7 @@ def _operators(shape=SHAPE):
         "block_mask": Mask(central_block_mask(shape)),
         "float_mask": Mask(np.asarray(row_mask(shape), dtype=float)),
     }
-    for boundary in ("circular", "zero"):
+    for boundary in ("circular", "zero", "reflect"):
         ops[f"motion5_{boundary}"] = Blur(motion_kernel(5), boundary)
         ops[f"gauss_{boundary}"] = Blur(gaussian_kernel(5, 1.2), boundary)
         ops[f"asym_{boundary}"] = Blur(ASYM, boundary)
@@ -67,7 +68,9 @@ def test_adjoint_dot_product(name, batch):
     np.testing.assert_allclose(op.adjoint(y), transposed, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("boundary, mode", [("circular", "wrap"), ("zero", "constant")])
+@pytest.mark.parametrize(
+    "boundary, mode", [("circular", "wrap"), ("zero", "constant"), ("reflect", "reflect")]
+)
 @pytest.mark.parametrize("kernel", [ASYM, ASYM_RECT, np.asarray(motion_kernel(5))])
 def test_blur_matches_scipy_convolve(boundary, mode, kernel):
     x = RNG.normal(size=SHAPE)
@@ -135,7 +138,7 @@ def _dense_matrix(op, shape):
 
 
 NORM_SHAPE = (5, 6)
-NORM_OPS = ["random_mask", "asym_circular", "asym_rect_zero", "bank_zero"]
+NORM_OPS = ["random_mask", "asym_circular", "asym_rect_zero", "bank_zero", "asym_reflect"]
 
 
 def test_operator_norm_matches_dense_matrix():
@@ -170,7 +173,7 @@ def test_operator_norm_is_differentiable():
 
 def test_bad_input_raises():
     with pytest.raises(ValueError, match="boundary"):
-        Blur(motion_kernel(3), "reflect")
+        Blur(motion_kernel(3), "mirror")
     with pytest.raises(ValueError, match="2-D"):
         Blur(jnp.ones(3))
     with pytest.raises(ValueError, match="2-D"):
@@ -204,3 +207,89 @@ def test_bad_input_raises():
         FilterBank(jnp.ones((3, 3)))
     with pytest.raises(ValueError, match="num_iter"):
         operator_norm(Identity(), SHAPE, num_iter=0)
+
+
+def test_reflect_operators_on_images_smaller_than_the_kernel():
+    """Reflect blur and filter banks (odd and even filters) wider than the image: the mirror
+    copies repeat (period 2H, like scipy's "reflect"); exact adjoints."""
+    shape = (3, 4)
+    ops = {
+        "motion11": Blur(motion_kernel(11), "reflect"),
+        "asym_rect": Blur(RNG.normal(size=(5, 9)), "reflect"),
+        "bank6": FilterBank(RNG.normal(size=(2, 6, 6)), "reflect"),
+        "bank7": FilterBank(RNG.normal(size=(2, 7, 7)), "reflect"),
+    }
+    rng = np.random.default_rng(7)
+    for name, op in ops.items():
+        x = jnp.asarray(rng.normal(size=(2,) + shape))
+        y = jnp.asarray(rng.normal(size=op.shape_out((2,) + shape)))
+        lhs, rhs, normal_diff, transposed = _adjoint_check(op, x, y)
+        np.testing.assert_allclose(lhs, rhs, rtol=1e-12, err_msg=name)
+        np.testing.assert_allclose(normal_diff, 0.0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(op.adjoint(y), transposed, atol=1e-12, err_msg=name)
+        if isinstance(op, Blur):
+            ref = scipy.ndimage.convolve(np.asarray(x[0]), np.asarray(op.kernel), mode="reflect")
+        else:
+            ref = scipy.ndimage.correlate(
+                np.asarray(x[0]), np.asarray(op.filters[1]), mode="reflect"
+            )
+        got = op(x)[0] if isinstance(op, Blur) else op(x)[0, 1]
+        np.testing.assert_allclose(got, ref, atol=1e-12, err_msg=name)
+
+
+def _dct_like(size):
+    """Separable products of the 1-D DCT-II basis, non-constant: each even or odd about the
+    centre for odd ``size``."""
+    i = np.arange(size)
+    basis = [np.cos(np.pi * (2 * i + 1) * u / (2 * size)) for u in range(size)]
+    return np.stack([np.outer(a, b) for a in basis for b in basis][1:])
+
+
+def test_bank_norm_bounds_the_reflect_norm():
+    """bank_norm(..., "reflect") is an upper bound of the true norm (dense matrix and power
+    iteration) for random filters, odd and even, narrower and wider than the image; exact for
+    filters of one parity (symmetric filters, the odd-size DCT basis); never above the 2 ‖C‖
+    bound of the 2H x 2W symmetric extension; and the circular / zero values stay as before
+    (exact / an upper bound)."""
+    cases = []
+    for i, (shape, nf, k) in enumerate(
+        [((8, 9), 3, 3), ((7, 6), 4, 4), ((6, 7), 2, 5), ((4, 5), 2, 7), ((3, 4), 2, 9)]
+    ):
+        rand = np.random.default_rng(20 + i).normal(size=(nf, k, k))
+        sym = rand + rand[:, ::-1] + rand[:, :, ::-1] + rand[:, ::-1, ::-1]
+        cases += [(shape, rand, False), (shape, sym, k % 2 == 1)]
+        if k % 2:
+            cases.append((shape, _dct_like(k)[:: max(1, k * k // 12)], True))
+    ratios = []
+    for shape, f, exact in cases:
+        f = jnp.asarray(f)
+        dense = np.linalg.norm(_dense_matrix(FilterBank(f, "reflect"), shape), 2)
+        power = operator_norm(FilterBank(f, "reflect"), shape, num_iter=300, dtype=jnp.float64)
+        bound = float(bank_norm(f, shape, "reflect"))
+        msg = f"{shape} {f.shape}"
+        assert bound >= dense * (1 - 1e-12) and bound >= float(power) * (1 - 1e-12), msg
+        assert bound <= 2 * float(bank_norm(f, (2 * shape[0], 2 * shape[1]))) * (1 + 1e-12), msg
+        if exact:
+            np.testing.assert_allclose(bound, dense, rtol=1e-10, err_msg=msg)
+        else:
+            ratios.append(bound / dense)
+        circ = np.linalg.norm(_dense_matrix(FilterBank(f, "circular"), shape), 2)
+        np.testing.assert_allclose(bank_norm(f, shape, "circular"), circ, rtol=1e-10, err_msg=msg)
+        zero = np.linalg.norm(_dense_matrix(FilterBank(f, "zero"), shape), 2)
+        assert float(bank_norm(f, shape, "zero")) >= zero * (1 - 1e-12), msg
+    assert max(ratios) < 2.0  # the general bound stays below the factor-2 extension bound
+    with pytest.raises(ValueError, match="boundary"):
+        bank_norm(jnp.ones((1, 3, 3)), (8, 8), "mirror")
+
+
+def test_reflect_blur_norms():
+    """A reflect blur with a kernel symmetric in each axis keeps ‖A‖ ≤ 1; the diagonal motion
+    blur does not (its mirrored corner pixels weigh more), and bank_norm bounds it."""
+    shape = (12, 13)
+    for kernel in (gaussian_kernel(5, 1.2), uniform_kernel(3), motion_kernel(5, "horizontal")):
+        dense = np.linalg.norm(_dense_matrix(Blur(kernel, "reflect"), shape), 2)
+        np.testing.assert_allclose(dense, 1.0, rtol=1e-12)
+        np.testing.assert_allclose(bank_norm(kernel[None], shape, "reflect"), 1.0, rtol=1e-12)
+    kernel = motion_kernel(5)
+    dense = np.linalg.norm(_dense_matrix(Blur(kernel, "reflect"), shape), 2)
+    assert 1.01 < dense <= float(bank_norm(jnp.flip(kernel)[None], shape, "reflect"))

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.ndimage
 
 from jaxinv.regularizers import (
     dense,
@@ -104,9 +105,9 @@ def _foe_params(num_filters=3, size=3, bias=True):
     return p
 
 
-@pytest.mark.parametrize("boundary", ["circular", "zero"])
+@pytest.mark.parametrize("boundary", ["circular", "zero", "reflect"])
 def test_foe_grad_equals_autodiff(boundary):
-    params = _foe_params(size=4 if boundary == "zero" else 3)  # an even size too
+    params = _foe_params(size=3 if boundary == "circular" else 4)  # an even size too
     x = jnp.asarray(RNG.normal(size=(2,) + SHAPE))
 
     @jax.jit
@@ -142,6 +143,19 @@ def test_foe_value_against_numpy():
     refz = np.sum(np.log(np.cosh(dxz))) * 0.7 + np.sum(np.log(np.cosh(dyz))) * 1.3
     outz = fields_of_experts(jnp.asarray(x), params, boundary="zero")
     np.testing.assert_allclose(outz, refz, rtol=1e-12)
+    # reflect boundary: x mirrors (x[W] = x[W - 1]), so the last differences are zero
+    dxr = np.diff(np.pad(x, ((0, 0), (0, 1)), mode="symmetric"), axis=1)
+    dyr = np.diff(np.pad(x, ((0, 1), (0, 0)), mode="symmetric"), axis=0)
+    assert not dxr[:, -1].any() and not dyr[-1].any()
+    refr = np.sum(np.log(np.cosh(dxr))) * 0.7 + np.sum(np.log(np.cosh(dyr))) * 1.3
+    outr = fields_of_experts(jnp.asarray(x), params, boundary="reflect")
+    np.testing.assert_allclose(outr, refr, rtol=1e-12)
+    # a symmetric 3x3 Laplacian-like filter on the reflect boundary, against scipy's "reflect"
+    lap = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+    pl = {"filters": jnp.asarray(lap[None]), "weights": jnp.ones(1)}
+    outl = fields_of_experts(jnp.asarray(x), pl, potential="quadratic", boundary="reflect")
+    refl = 0.5 * np.sum(scipy.ndimage.correlate(x, lap, mode="reflect") ** 2)
+    np.testing.assert_allclose(outl, refl, rtol=1e-12)
     # order 2: second differences
     d2 = np.roll(x, -1, axis=1) - 2 * x + np.roll(x, 1, axis=1)
     p2 = {"filters": tv_like_filters(2, size=11), "weights": jnp.asarray([1.0, 0.0])}
@@ -149,12 +163,15 @@ def test_foe_value_against_numpy():
     np.testing.assert_allclose(out2, 0.5 * np.sum(d2**2), rtol=1e-12)
 
 
-@pytest.mark.parametrize("boundary", ["circular", "zero"])
+@pytest.mark.parametrize("boundary", ["circular", "zero", "reflect"])
 def test_smoothed_tv(boundary):
     x = RNG.normal(size=SHAPE)
     params = {"weight": jnp.asarray(0.8), "eps": jnp.asarray(0.05)}
     if boundary == "circular":
         dx, dy = np.roll(x, -1, axis=1) - x, np.roll(x, -1, axis=0) - x
+    elif boundary == "reflect":  # Neumann: the last forward differences are zero
+        dx = np.concatenate([np.diff(x, axis=1), np.zeros((SHAPE[0], 1))], axis=1)
+        dy = np.concatenate([np.diff(x, axis=0), np.zeros((1, SHAPE[1]))], axis=0)
     else:
         dx = np.diff(np.pad(x, ((0, 0), (0, 1))), axis=1)
         dy = np.diff(np.pad(x, ((0, 1), (0, 0))), axis=0)
@@ -230,7 +247,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="bias"):
         fields_of_experts(x, {**p, "bias": jnp.ones(5)})
     with pytest.raises(ValueError, match="boundary"):
-        fields_of_experts(x, p, boundary="reflect")
+        fields_of_experts(x, p, boundary="mirror")
     with pytest.raises(ValueError, match="boundary"):
         smoothed_tv(x, {"weight": 1.0, "eps": 0.1}, boundary="neumann")
     with pytest.raises(ValueError, match="missing"):

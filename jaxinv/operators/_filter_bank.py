@@ -14,8 +14,10 @@ from ._blur import _check_boundary
 class FilterBank(AbstractOperator):
     """Correlation with ``F`` filters: ``(..., H, W) -> (..., F, H, W)``, ``z_f = k_f * x``.
 
-    Uses :func:`jaxinv._conv.correlate` (its centring and boundary conventions); the adjoint is
-    ``Σ_f k_fᵀ * z_f``. Use it with :func:`operator_norm` to get ``‖W‖`` for the paper's
+    Uses :func:`jaxinv._conv.correlate` (its centring and ``"circular"`` / ``"zero"`` /
+    ``"reflect"`` boundary conventions); the adjoint is ``Σ_f k_fᵀ * z_f``
+    (:func:`jaxinv._conv.correlate_adjoint`, which for the reflect boundary folds the mirrored
+    border back). Use it with :func:`operator_norm` to get ``‖W‖`` for the paper's
     normalised convolutional maps.
     """
 
@@ -54,16 +56,79 @@ def bank_norm(
     With the circular boundary the bank is diagonalised by the 2-D DFT of the image grid, so
     ``‖K‖² = max_ω Σ_i |k̂_i(ω)|²`` exactly (filters larger than the image are folded onto it).
     With the zero boundary the bank is a restriction of the circular one on the grid enlarged
-    by ``k − 1``, whose norm is returned: an upper bound (tight up to O(k/H)). Either way no
-    power iteration is needed; :func:`operator_norm` of a :class:`FilterBank` converges to the
-    same value from below.
+    by ``k − 1``, whose norm is returned: an upper bound (tight up to O(k/H)). With the reflect
+    boundary an upper bound that is exact for banks whose filters each have one parity about
+    their centre tap (even or odd in each axis: symmetric filters, the DCT basis), see
+    :func:`_reflect_norm_bound`. Either way no power iteration is needed; :func:`operator_norm`
+    of a :class:`FilterBank` converges to the same value (exact cases) from below.
     """
-    k = filters.shape[-1]
+    _check_boundary(boundary)
+    filters = jnp.asarray(filters)
+    if filters.ndim != 3 or filters.shape[1] != filters.shape[2]:
+        raise ValueError(f"filters must have shape (F, k, k), got {filters.shape}")
     h, w = (int(shape[0]), int(shape[1]))
+    if boundary == "reflect":
+        return _reflect_norm_bound(filters, h, w)
+    k = filters.shape[-1]
     if boundary == "zero":
         h, w = h + k - 1, w + k - 1
-    mh, mw = -(-k // h), -(-k // w)  # fold taps beyond the grid (circular wrap-around)
-    f = jnp.pad(filters, ((0, 0), (0, mh * h - k), (0, mw * w - filters.shape[-2])))
-    f = f.reshape(filters.shape[0], mh, h, mw, w).sum(axis=(1, 3))
-    spec = jnp.fft.rfft2(f, s=(h, w))
+    spec = jnp.fft.rfft2(_fold_onto(filters, h, w), s=(h, w))
     return jnp.sqrt(jnp.max(jnp.sum(jnp.abs(spec) ** 2, axis=0)))
+
+
+def _fold_onto(filters: Array, h: int, w: int) -> Array:
+    """Fold taps beyond an ``h × w`` grid onto it (circular wrap-around); the first tap at 0."""
+    kh, kw = filters.shape[-2:]
+    mh, mw = -(-kh // h), -(-kw // w)
+    f = jnp.pad(filters, ((0, 0), (0, mh * h - kh), (0, mw * w - kw)))
+    return f.reshape(filters.shape[0], mh, h, mw, w).sum(axis=(1, 3))
+
+
+def _reflect_norm_bound(filters: Array, h: int, w: int) -> Array:
+    """An upper bound of ``‖K‖`` for the reflect boundary on ``h × w`` images.
+
+    The reflect correlation is ``K = R C E``: ``E`` the even (half-sample symmetric) extension
+    onto the ``2h × 2w`` torus, ``C`` the circular correlation there, ``R`` the restriction to
+    the image. Split each filter into its four parity parts about the centre tap, ``k =
+    Σ_p k_p`` (``p`` = even/odd in rows × even/odd in columns, ``k_p = ¼ Σ_g χ_p(g) g k`` over
+    the flips ``g``). ``C_p`` maps the DCT-II basis image ``φ_uv`` (``E φ_uv`` a half-sample
+    cosine of frequency ``ω = (πu/h, πv/w)``, ``0 ≤ u < h``, ``0 ≤ v < w``) to ``λ_p(u, v)``
+    times a member ``ψ^p_uv`` of the orthonormal cos/sin basis of parity ``p``, with
+    ``|λ_p(u, v)| = |k̂_p(ω)|``. So with ``x = Σ α_uv φ_uv``
+
+        ‖(K x)_i‖ = ‖Σ_p Ψ^p Λ_{i,p} α‖ ≤ Σ_p ‖Λ_{i,p} α‖,
+        (Σ_p ‖Λ_{i,p} α‖)² ≤ (Σ_p w_{i,p}) Σ_p ‖Λ_{i,p} α‖² / w_{i,p}      (any w > 0),
+        ‖K‖² ≤ max_{u,v} Σ_i (Σ_p w_{i,p}) Σ_p |k̂_{i,p}(ω_uv)|² / w_{i,p},
+
+    the sums over the parts that are non-zero. Filters of one parity (symmetric ones, the DCT
+    basis) have one part: the bound is then the exact norm (DCT-diagonalised). Returned: the
+    smaller of the bounds with ``w_{i,p}`` the peak of ``|k̂_{i,p}|`` and with ``w = 1``; the
+    latter is at most ``max_ω (Σ_i Σ_g |k̂_i(g ω)|²)^½ ≤ 2 ‖C‖`` (``‖E x‖ = 2 ‖x‖``).
+    """
+    nf, k = filters.shape[0], filters.shape[-1]
+    c = k // 2  # offsets -c .. k-1-c; an even filter gets a zero last row/column
+    g = jnp.pad(filters, ((0, 0), (0, 2 * c + 1 - k), (0, 2 * c + 1 - k)))
+    flip_r, flip_c = jnp.flip(g, 1), jnp.flip(g, 2)
+    flip_rc = jnp.flip(g, (1, 2))
+    parts = jnp.stack(
+        [
+            (g + sr * flip_r + sc * flip_c + sr * sc * flip_rc) / 4
+            for sr in (1, -1)
+            for sc in (1, -1)
+        ],
+        axis=1,
+    )  # (F, 4, 2c + 1, 2c + 1)
+    spec = jnp.fft.rfft2(_fold_onto(parts.reshape(nf * 4, 2 * c + 1, -1), 2 * h, 2 * w))
+    spec = spec.reshape(nf, 4, 2 * h, w + 1)[..., :h, :w]  # the DCT frequencies
+    s2 = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2  # (F, 4, h, w)
+    peak2 = jnp.max(s2, axis=(2, 3))
+    present = peak2 > 0
+    peak = jnp.sqrt(jnp.where(present, peak2, 1.0))
+
+    def bound(weights):
+        weights = jnp.where(present, weights, 1.0)
+        total = jnp.sum(jnp.where(present, weights, 0.0), axis=1)
+        per = jnp.sum(s2 / weights[:, :, None, None], axis=1)  # absent parts are zero
+        return jnp.sqrt(jnp.max(jnp.sum(total[:, None, None] * per, axis=0)))
+
+    return jnp.minimum(bound(peak), bound(jnp.ones_like(peak)))

@@ -47,9 +47,10 @@ def fields_of_experts(
     """Fields of experts ``R(x) = Σ_i w_i Σ_pixels ρ((k_i * x) + b_i)``.
 
     ``k_i * x`` is the correlation of :func:`jaxinv._conv.correlate` (same size, ``boundary``
-    ``"circular"`` or ``"zero"``). ``params = {"filters": (F, k, k), "weights": (F,)}`` plus an
-    optional ``"bias": (F,)`` (absent means 0). Any scale of the potential is absorbed by the
-    filters and weights. Summed over leading batch axes, so ``∇R`` is per image.
+    ``"circular"``, ``"zero"`` or ``"reflect"``, the half-sample mirror ``x[−1] = x[0]``).
+    ``params = {"filters": (F, k, k), "weights": (F,)}`` plus an optional ``"bias": (F,)``
+    (absent means 0). Any scale of the potential is absorbed by the filters and weights.
+    Summed over leading batch axes, so ``∇R`` is per image.
     """
     pot = get_potential(potential)
     z = _responses(x, params, boundary, "fields_of_experts")
@@ -65,7 +66,8 @@ def fields_of_experts_grad(
     boundary: str = "circular",
 ) -> Float[Array, "*batch H W"]:
     """Explicit gradient ``∇R(x) = Σ_i w_i k_iᵀ * ρ'(k_i * x + b_i)``: one correlation and its
-    adjoint, the fast path for tied maps."""
+    adjoint (:func:`jaxinv._conv.correlate_adjoint`, exact for every boundary; for the reflect
+    one it folds the mirrored border back), the fast path for tied maps."""
     pot = get_potential(potential)
     z = _responses(x, params, boundary, "fields_of_experts_grad")
     w = params["weights"].astype(z.dtype)

@@ -25,9 +25,12 @@ def smoothed_tv(
 ) -> Float[Array, ""]:
     """Smoothed isotropic TV ``R(x) = weight · Σ_pixels sqrt((∂₁x)² + (∂₂x)² + ε²)``.
 
-    Forward differences; outside the image ``x`` wraps around (``"circular"``) or is zero
-    (``"zero"``, so the last column/row differences are ``−x``). ``params = {"weight": (),
-    "eps": ()}``, ``eps > 0`` makes ``R`` smooth. Summed over leading batch axes.
+    Forward differences; outside the image ``x`` wraps around (``"circular"``), is zero
+    (``"zero"``, so the last column/row differences are ``−x``) or mirrors the image
+    (``"reflect"``, ``x[H] = x[H − 1]``, so the last differences are zero: the Neumann
+    boundary of the standard discrete TV, which charges no jump across the image edge).
+    ``params = {"weight": (), "eps": ()}``, ``eps > 0`` makes ``R`` smooth. Summed over
+    leading batch axes.
     """
     require_keys(params, ("weight", "eps"), "smoothed_tv")
     _check_boundary(boundary)
