@@ -461,7 +461,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match=r"\(F, M \+ 1\)"):
         sup_curvature({**reg, "coeffs": reg["coeffs"][0]})
     with pytest.raises(ValueError, match="boundary"):
-        spline_ridge(x, reg, boundary="reflect")
+        spline_ridge(x, reg, boundary="mirror")
     with pytest.raises(ValueError, match="LinearSpline"):
         spline_ridge(x, reg, spline="convex")
     with pytest.raises(ValueError, match="3 filters"):
