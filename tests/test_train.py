@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,21 +150,24 @@ def test_bilevel_gradient_matches_finite_differences():
     config = _config(model="bilevel", tol=1e-12, adjoint_tol=1e-12, max_iter=500)
     task = config.make_task()
     inst = models.build_model("foe", 3, task, SHAPE, **TINY_FOE)
-    loss_fn = make_loss_fn(inst, config)
+    loss_fn = make_loss_fn(config)
     batch = _batch(task, n=2)
-    x0 = jax.vmap(inst.x0_fn)(batch["y"])
+    x0 = jax.vmap(inst.init_x)(batch["y"])
     probes = ji.BackwardProbe.zeros(2)
     # one compilation: the loss values for the differences come from value_and_grad too
-    value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, probes, batch, x0)[0]))
-    params = inst.params
-    _, grad = value_and_grad(params)
+    value_and_grad = eqx.filter_jit(
+        eqx.filter_value_and_grad(lambda m: loss_fn(m, probes, batch, x0)[0])
+    )
+    params = models.as_dict(inst)
+    _, grad = value_and_grad(inst)
+    grad = models.as_dict(grad)
     rng = np.random.default_rng(0)
     for name in ("K", "log_weights", "log_scale"):
         direction = jnp.asarray(rng.normal(size=np.shape(params[name])))
         h = 1e-5
 
         def shifted(t, name=name, direction=direction):
-            return value_and_grad({**params, name: params[name] + t * direction})[0]
+            return value_and_grad(models.from_dict(inst, {name: params[name] + t * direction}))[0]
 
         fd = (shifted(h) - shifted(-h)) / (2 * h)
         np.testing.assert_allclose(jnp.vdot(grad[name], direction), fd, rtol=1e-6)
@@ -215,11 +219,12 @@ def test_config_round_trip_and_validation():
 def test_lr_scale_multiplies_the_updates_of_the_named_parameters():
     task = _config().make_task()
     inst = models.build_model("foe", 0, task, SHAPE, **TINY_FOE)
-    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, inst.params)
+    params = inst.params()
+    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, params)
 
     def first_update(config):
-        opt = make_optimizer(config, inst.trainable)
-        return opt.update(grads, opt.init(inst.params), inst.params)[0]
+        opt = make_optimizer(config, inst.trainable())
+        return models.as_dict(opt.update(grads, opt.init(params), params)[0])
 
     plain = first_update(_config())
     scaled = first_update(_config(lr_scale={"log_weights": 4.0, "log_scale": 0.5}))
@@ -232,7 +237,7 @@ def test_lr_scale_multiplies_the_updates_of_the_named_parameters():
     with pytest.raises(ValueError, match="positive number"):
         _config(lr_scale={"log_weights": 0.0})
     with pytest.raises(ValueError, match=r"not trainable parameters.*choose from"):
-        make_optimizer(_config(lr_scale={"tau": 2.0}), inst.trainable)
+        make_optimizer(_config(lr_scale={"tau": 2.0}), inst.trainable())
 
 
 def test_skip_unconverged_keeps_the_state_and_stops_a_run_that_never_converges(tmp_path):
@@ -295,13 +300,14 @@ def test_finished_runs_are_not_overwritten_and_can_be_loaded(full_run, loop_conf
     out, full = full_run
     with pytest.raises(RunExistsError, match="overwrite=True"):
         train(loop_config, out, progress=False)
-    config, inst, params = load_run(out)
+    config, inst = load_run(out)
+    params = inst
     assert config == loop_config
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(full.params), strict=True):
         np.testing.assert_array_equal(a, b)
     # the validation solve's shape and solver: served by the compiled evaluation of the run
     y = config.make_task().degrade(_images(2), 1)
-    sol = reconstruct(inst, config.make_task(), params, y, solver=config.forward_solver())
+    sol = reconstruct(inst, config.make_task(), y, solver=config.forward_solver())
     assert sol.value.shape == (2, 16, 16) and bool(jnp.all(sol.stats.converged))
     assert float(jnp.mean(psnr(sol.value, _images(2)))) > float(jnp.mean(psnr(y, _images(2))))
     saved = json.loads((out / "config.json").read_text())
