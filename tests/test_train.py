@@ -355,3 +355,65 @@ def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path, full_run, l
         train(other, tmp_path, progress=False)
     fresh = train(loop_config, tmp_path, progress=False)
     assert fresh.finished and len(_train_records(fresh)) == 4
+
+
+def test_separately_built_models_of_one_configuration_share_the_compiled_step():
+    config = _config(lr=0.0123, lr_final=0.0123)  # a configuration no other test compiles
+    task = config.make_task()
+    batch = _batch(task)
+    a = models.build_model("foe", 0, task, SHAPE, **TINY_FOE)
+    b = models.build_model("foe", 1, task, SHAPE, init="random", **TINY_FOE)
+    assert not np.array_equal(a.K, b.K)  # other values, the same settings and shapes
+    step_a = make_train_step(a, task, config)
+    _, ma = step_a(init_state(a, config, 4), batch)
+    assert step_a.trace_count == 1
+    step_b = make_train_step(b, task, config)  # a new step object for a new model
+    state_b, mb = step_b(init_state(b, config, 4), batch)
+    assert step_b.trace_count == 1 and step_a.trace_count == 1  # not traced again
+    assert float(ma["loss"]) != float(mb["loss"])  # it really ran b's parameters
+    # the step updated b: its filters moved, its frozen step was refreshed from them
+    assert not np.array_equal(state_b.params.K, b.K)
+    assert float(state_b.params.tau) == pytest.approx(float(models.refreshed(state_b.params).tau))
+
+
+def _dict_layout(model):
+    """The old layout of the FoE parameters: a dict by name."""
+    return {
+        "lam": model.lam,
+        "tau": model.tau,
+        "K": model.K,
+        "log_weights": model.log_weights,
+        "log_scale": model.log_scale,
+    }
+
+
+def test_checkpoints_with_parameters_in_a_dict_load_and_resume(tmp_path, loop_config, full_run):
+    """Checkpoints written before models were modules hold ``TrainState.params`` as a dict by
+    name and the optimiser moments in the same layout; they load and resume exactly."""
+    _, full = full_run
+    half = train(loop_config.replace(checkpoint_every=2), tmp_path / "new", progress=False, until=2)
+    state = half.state
+    is_model = lambda n: isinstance(n, models.FoEModel)  # noqa: E731
+    opt_state = jax.tree.map(
+        lambda n: _dict_layout(n) if is_model(n) else n, state.opt_state, is_leaf=is_model
+    )
+    params = _dict_layout(state.params)
+    old = ji.train.TrainState(state.step, params, opt_state, state.buffer, state.seen)
+    assert not any(is_model(n) for n in jax.tree.leaves(old, is_leaf=is_model))
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        (out / name).write_bytes((tmp_path / "new" / name).read_bytes())
+    meta = {"config": loop_config.to_dict(), "elapsed": 1.0}  # no "params_layout": the old header
+    ji.train.save_checkpoint(out / "checkpoint.eqx", old, step=2, finished=False, meta=meta)
+    assert "params_layout" not in read_header(out / "checkpoint.eqx")[0]
+
+    config, model = load_run(out)
+    assert config == loop_config and isinstance(model, models.FoEModel)
+    for name, value in _dict_layout(state.params).items():
+        np.testing.assert_array_equal(getattr(model, name), value)
+    resumed = train(loop_config, out, progress=False)
+    assert resumed.finished
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(full.state), strict=True):
+        np.testing.assert_array_equal(a, b)  # params, optimiser state, warm-start buffer
+    assert read_header(out / "checkpoint.eqx")[0]["params_layout"] == "model"
