@@ -158,12 +158,17 @@ def make_loss_fn(config: TrainConfig) -> Callable:
     return loss
 
 
-#: Traces of the training step per configuration (JSON of its semantic fields).
+#: Traces of the training step per configuration (:func:`_step_key`).
 _TRACES: collections.Counter[str] = collections.Counter()
+
+#: Fields the step never reads (they choose the data, the model's initial values and the
+#: bookkeeping), reset in its compilation key so that they do not cause a recompile.
+_NOT_IN_STEP = {"checkpoint_every": 0, "eval_every": 0, "seed": 0, "num_val": 1}
 
 
 def _step_key(config: TrainConfig) -> str:
-    return config.replace(checkpoint_every=0, eval_every=0).to_json()
+    """The configuration the compiled step depends on, as JSON (a static argument)."""
+    return config.replace(**_NOT_IN_STEP).to_json()
 
 
 class TrainStep:
