@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import equinox as eqx
 import jax
@@ -154,9 +154,16 @@ def count_params(params: PyTree, trainable: PyTree | None = None) -> int:
     )
 
 
-@eqx.filter_jit
-def refreshed(model: AbstractModel) -> AbstractModel:
+M = TypeVar("M", bound=AbstractModel)
+
+
+def refreshed(model: M) -> M:
     """``model.refresh()``, compiled (once per model structure)."""
+    return cast(M, _refresh_jit(model))
+
+
+@eqx.filter_jit
+def _refresh_jit(model: AbstractModel) -> AbstractModel:
     return model.refresh()
 
 

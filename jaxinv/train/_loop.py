@@ -391,7 +391,7 @@ def _tune_tv_run(
         task,
         val.x,
         y=val.y,
-        eps=float(model.eps),
+        eps=float(model.eps),  # type: ignore[attr-defined]  (a TVModel)
         data_range=config.data_range,
         solver=config.forward_solver(),
     )

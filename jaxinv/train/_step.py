@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -232,10 +232,10 @@ def _train_step(
         params, rest = split
         probes, b, x0 = shard
 
-        def loss(p, pr):
+        def objective(p, pr):
             return loss_fn(eqx.combine(p, rest), pr, b, x0)
 
-        (loss, sol), (grads, gprobe) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        (loss, sol), (grads, gprobe) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
             params, probes
         )
         return (loss, (sol, gprobe)), grads
@@ -246,7 +246,8 @@ def _train_step(
         )
     (loss, (sol, gprobe)), grads = value_and_grad((params, rest), (probes, batch, x0))
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
-    new_model = eqx.combine(optax.apply_updates(params, updates), rest).refresh()
+    updated = optax.apply_updates(params, updates)  # type: ignore[arg-type]
+    new_model = cast(AbstractModel, eqx.combine(updated, rest)).refresh()
     fs = sol.stats
     skip = jnp.zeros((), bool)
     if config.skip_unconverged:  # keep the old state: this gradient is not the implicit one
