@@ -31,7 +31,7 @@ THRESHOLDS = (1e4, 10.0, 3.0, 2.0)
 
 
 def measure(run: Path, thresholds: tuple[float, ...]) -> dict:
-    config, inst, params = load_run(run)
+    config, model = load_run(run)
     task = config.make_task()
     train, _ = make_datasets(config, task)
     n = 64 if config.dataset == "natural" else 256
@@ -41,9 +41,9 @@ def measure(run: Path, thresholds: tuple[float, ...]) -> dict:
         solver = Anderson(
             tol=config.tol, max_iter=3 * config.max_iter, memory=config.memory, restart=restart
         )
-        reconstruct(inst, task, params, y, solver=solver).value.block_until_ready()  # compile
+        reconstruct(model, task, y, solver=solver).value.block_until_ready()  # compile
         t0 = time.perf_counter()
-        sol = reconstruct(inst, task, params, y, solver=solver)
+        sol = reconstruct(model, task, y, solver=solver)
         sol.value.block_until_ready()
         seconds = time.perf_counter() - t0
         iters = np.asarray(sol.stats.iterations)

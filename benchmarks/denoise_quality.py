@@ -232,10 +232,10 @@ def main() -> None:
     outputs: dict[str, np.ndarray] = {"noisy": np.asarray(y)}
     timings: dict[str, float] = {"noisy": 0.0}
 
-    _, inst, params = load_run(args.run, image_shape=(side, side))
+    _, model = load_run(args.run, image_shape=(side, side))
     t0 = time.perf_counter()
     solver = Anderson(tol=1e-5, max_iter=1000, restart=config.restart)
-    sol = reconstruct(inst, task, params, y, solver=solver)
+    sol = reconstruct(model, task, y, solver=solver)
     sol.value.block_until_ready()
     timings["FoE"] = time.perf_counter() - t0
     outputs["FoE"] = np.asarray(sol.value)
@@ -316,7 +316,7 @@ def main() -> None:
             "train_time_s": train_s,
             "trained_on": trained_on,
             "reused_run": reused,
-            "num_params": inst.num_params(),
+            "num_params": model.num_params(),
             "test_iterations": foe_iters,
             "test_converged": foe_conv,
         },

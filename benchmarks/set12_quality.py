@@ -49,7 +49,7 @@ def noisy_images(clean: list[np.ndarray], sigma: float, seed: int) -> list[np.nd
 
 
 def load_model(name: str, shape: tuple[int, int]):
-    """``(config, instance, params)`` of a run directory or a pretrained name, for ``shape``."""
+    """``(config, model)`` of a run directory or a pretrained name, for ``shape``."""
     if Path(name).is_dir():
         return load_run(name, image_shape=shape)
     from jaxinv import pretrained
@@ -66,11 +66,11 @@ def run_model(name: str, noisy: list[np.ndarray], max_iter: int) -> dict:
         groups.setdefault(tuple(y.shape), []).append(i)
     t0 = time.perf_counter()
     for shape, idx in groups.items():
-        config, inst, params = load_model(name, shape)
+        config, model = load_model(name, shape)
         solver = Anderson(tol=1e-5, max_iter=max_iter, restart=config.restart)
         task = config.make_task()
         for i in idx:  # one image at a time: a batch would wait for its slowest solve
-            sol = reconstruct(inst, task, params, jnp.asarray(noisy[i]), solver=solver)
+            sol = reconstruct(model, task, jnp.asarray(noisy[i]), solver=solver)
             outputs[i] = np.asarray(sol.value)
             iters[i] = int(sol.stats.iterations)
             conv[i] = bool(sol.stats.converged)

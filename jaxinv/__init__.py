@@ -26,6 +26,8 @@ from .solvers import Picard as Picard
 __version__ = "0.1.0"
 
 # The training layer builds on everything above.
+from . import diagnostics as diagnostics  # noqa: E402
 from . import models as models  # noqa: E402
 from . import tasks as tasks  # noqa: E402
 from . import train as train  # noqa: E402
+from . import tuning as tuning  # noqa: E402

@@ -189,7 +189,7 @@ def build_train_config(args: argparse.Namespace):
         if config.lr_scale:  # its names are checked against the model's parameters
             from .train import build_instance, make_optimizer
 
-            make_optimizer(config, build_instance(config)[1].trainable)
+            make_optimizer(config, build_instance(config)[1].trainable())
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise CLIError(_one_line(str(err))) from None
     return config

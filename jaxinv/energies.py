@@ -6,7 +6,7 @@ Every map has the signature ``T(x, params, y) -> x`` with all learnable or swept
 - tied (bilevel): ``T = x − τ ∇ₓE`` (:func:`tied_foe_map`, :func:`tied_spline_map`, or any
   energy through :func:`variational_energy` and a gradient step);
 - untied (DEQ): ``T = x − τ (λ Aᵀ(A x − y) + G(x))`` with a learned ``G`` that need not be a
-  gradient (:func:`deq_conv_map`, :func:`deq_dense_map`).
+  gradient (:func:`untied_foe_map`, :func:`deq_conv_map`, :func:`deq_dense_map`).
 """
 
 from __future__ import annotations
@@ -138,6 +138,39 @@ def tied_spline_map(
         require_keys(params, ("lam", "tau", "reg"), "tied_spline_map")
         g = _residual_grad(op, x, y, params["lam"])
         g = g + spline_ridge_grad(x, params["reg"], spline=spline, boundary=boundary)
+        return x - params["tau"] * g
+
+    return T
+
+
+def untied_foe_map(
+    op: AbstractOperator,
+    *,
+    potential: str | AbstractPotential = "logcosh",
+    boundary: str = "circular",
+) -> Map:
+    """The fields-of-experts step with an independent second filter bank (untied, DEQ):
+
+        T(x, params, y) = x − τ (λ Aᵀ(A x − y) + Σ_i w_i c_iᵀ * ρ'(k_i * x + b_i)),
+
+    ``params = {"lam": (), "tau": (), "reg": {"filters": (F, k, k), "adjoint_filters": (F, k',
+    k'), "weights": (F,)[, "bias": (F,)]}}``. With ``adjoint_filters = filters`` it is
+    :func:`tied_foe_map`; otherwise ``Σ_i w_i c_iᵀ * ρ'(k_i * x)`` need not be a gradient.
+    """
+    _check_op(op)
+    pot = get_potential(potential)
+    _check_boundary(boundary)
+
+    def T(x: Array, params: PyTree, y: Array) -> Array:
+        require_keys(params, ("lam", "tau", "reg"), "untied_foe_map")
+        reg = params["reg"]
+        require_keys(reg, ("filters", "adjoint_filters", "weights"), "untied_foe_map")
+        z = correlate(x, reg["filters"], boundary)
+        if "bias" in reg:
+            z = z + reg["bias"][:, None, None]
+        a = reg["weights"][:, None, None] * pot.drho(z)
+        g = _residual_grad(op, x, y, params["lam"])
+        g = g + correlate_adjoint(a, reg["adjoint_filters"], boundary)
         return x - params["tau"] * g
 
     return T

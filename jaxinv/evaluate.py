@@ -8,7 +8,7 @@ model, and reports per-image and mean PSNR/SSIM of
   masked ``Aᵀy`` for inpainting),
 * ``reconstruction``: the run's fixed points,
 * ``tv``: smoothed total variation with its weight tuned on the run's validation set
-  (:func:`jaxinv.models.tune_tv`), cached in ``RUN/tv_baseline.json``.
+  (:func:`jaxinv.tuning.tune_tv`), cached in ``RUN/tv_baseline.json``.
 
 The default images are the test split of the run's dataset: centre crops of the bundled test
 photographs (natural images) or the MNIST test digits. Any PNG/JPEG/TIFF files can be given
@@ -207,8 +207,8 @@ def tune_tv_for_run(
     Returns ``{"weight", "eps", "val_psnr", "val_input_psnr", "task", "dataset", "crop",
     "trials"}``.
     """
-    from .models import tune_tv
     from .train import load_run
+    from .tuning import tune_tv
 
     run = Path(run_dir)
     if config is None:
@@ -259,11 +259,11 @@ def tv_reconstruct(task: Any, y: jax.Array, weight: float, eps: float = TV_EPS) 
     """Smoothed-TV reconstructions of a batch ``y`` ``(n, H, W)`` with the given weight."""
     from .models import TV
     from .train import reconstruct
+    from .tuning import with_weight
 
-    inst = TV(eps=eps).build(jax.random.PRNGKey(0), task, tuple(y.shape[-2:]))
-    dtype = jnp.result_type(float)
-    params = jax.jit(inst.refresh)({**inst.params, "weight": jnp.asarray(weight, dtype)})
-    return reconstruct(inst, task, params, y, solver=_tv_solver()).value
+    model = TV(eps=eps).build(jax.random.PRNGKey(0), task, tuple(y.shape[-2:]))
+    model = with_weight(model, jnp.asarray(weight, jnp.result_type(float)))
+    return reconstruct(model, task, y, solver=_tv_solver()).value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,7 +318,7 @@ def evaluate_run(
     from .train import reconstruct
 
     run = check_run_dir(run_dir)
-    config, instance, _ = _load(run, None)
+    config, model = _load(run, None)
     task = config.make_task()
     if images is None:
         names, clean = held_out_images(config, crop=crop, max_images=max_images)
@@ -335,10 +335,10 @@ def evaluate_run(
     rows: list[dict[str, Any]] = [{} for _ in clean]
     arrays: dict[str, list[np.ndarray]] = {m: [None] * len(clean) for m in METHODS}  # type: ignore[list-item]
     for shape, idx in groups.items():
-        _, inst, params = _load(run, None if shape == instance.image_shape else shape)
+        _, shaped = _load(run, None if shape == model.image_shape else shape)
         x = jnp.asarray(np.stack([clean[i] for i in idx]), dtype)
         y = jnp.stack([ys[i] for i in idx]).astype(dtype)
-        sol = reconstruct(inst, task, params, y, solver=config.forward_solver())
+        sol = reconstruct(shaped, task, y, solver=config.forward_solver())
         outs = {"degraded": degraded_view(task, y), "reconstruction": sol.value}
         if tv_info is not None:
             outs["tv"] = tv_reconstruct(task, y, tv_info["weight"])
@@ -377,7 +377,7 @@ def evaluate_run(
         "sigma": task.sigma,
         "seed": seed,
         "data_range": dr,
-        "num_params": instance.num_params(),
+        "num_params": model.num_params(),
         "tv_weight": None if tv_info is None else tv_info["weight"],
         "images": rows,
         "mean": mean,

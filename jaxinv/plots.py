@@ -326,17 +326,19 @@ def run_figures(
     model the first rows of ``W`` / columns of ``V`` as images) and, with ``reconstructions``,
     ``reconstructions.png`` (ground truth / degraded / reconstruction of validation examples).
     """
+    from .models import as_dict
     from .train import load_run, make_datasets, reconstruct
 
     run = Path(run_dir)
     fig_dir = run / "figures"
-    config, inst, params = load_run(run)
+    config, model = load_run(run)
+    params = as_dict(model)
     label = f"{config.model} / {config.arch} / {config.task}"
     out = [
         training_curves(fig_dir / "curves.png", run / "metrics.jsonl", title=label),
         iteration_curves(fig_dir / "iterations.png", run / "metrics.jsonl", title=label),
     ]
-    h, w = inst.image_shape
+    h, w = model.image_shape
     banks = {
         "K": params.get("K"),
         "C": params.get("C"),
@@ -352,7 +354,7 @@ def run_figures(
         task = config.make_task()
         _, val = make_datasets(config, task)
         n = min(max_images, len(val))
-        sol = reconstruct(inst, task, params, val.y[:n], solver=config.forward_solver())
+        sol = reconstruct(model, task, val.y[:n], solver=config.forward_solver())
         y = np.asarray(val.y[:n])
         if task.name == "inpaint":
             y = np.asarray(task.operator((h, w)).adjoint(y))

@@ -48,6 +48,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Float
 
 from .data import load_image_values, parse_sigma
+from .models import AbstractModel, as_dict, from_dict, refreshed
 from .operators import AbstractOperator, Blur, Identity, Mask, gaussian_kernel, motion_kernel
 from .tasks import Task
 
@@ -265,7 +266,7 @@ class Model:
         if bool(self.x64) != bool(jax.config.jax_enable_x64):
             jax.config.update("jax_enable_x64", bool(self.x64))
 
-    def built(self, plan: Plan, shape: tuple[int, int]) -> tuple[Any, Any]:
+    def built(self, plan: Plan, shape: tuple[int, int]) -> AbstractModel:
         """The model instance and parameters for ``plan`` on ``shape`` images (cached, so
         images of one size share one compilation)."""
         hw = (int(shape[0]), int(shape[1]))
@@ -277,8 +278,8 @@ class Model:
 
 def _build(
     model: Model, task: Task, shape: tuple[int, int], lam_scale: float, retarget: bool
-) -> tuple[Any, Any]:
-    """The model instance for ``task`` on ``shape`` images and the trained parameters for it.
+) -> AbstractModel:
+    """The trained model for ``task`` on ``shape`` images.
 
     The one place that knows what :func:`jaxinv.train.load_run` returns and how a model is
     built: for the training task and λ, ``load_run`` for ``shape``; otherwise the architecture
@@ -288,13 +289,13 @@ def _build(
     from .train import load_run
 
     if not retarget and lam_scale == 1.0:
-        _, inst, params = load_run(model.run, image_shape=shape)
-        return inst, params
-    config, _, params = load_run(model.run)
+        return load_run(model.run, image_shape=shape)[1]
+    config, trained = load_run(model.run)
     new = config.make_arch().build(jax.random.PRNGKey(config.seed), task, shape, config.tied)
-    fits = jax.tree.structure(new.params) == jax.tree.structure(params) and all(
+    params, fresh = as_dict(trained), as_dict(new)
+    fits = jax.tree.structure(fresh) == jax.tree.structure(params) and all(
         np.shape(a) == np.shape(b)
-        for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params), strict=True)
+        for a, b in zip(jax.tree.leaves(fresh), jax.tree.leaves(params), strict=True)
     )
     if not fits:
         raise RestoreError(
@@ -302,8 +303,8 @@ def _build(
             f"{_size(config.image_shape)} images do not fit a model for {task.name} on "
             f"{_size(shape)} images; restore with the model's own task and size"
         )
-    params = {**params, "lam": params["lam"] * jnp.asarray(lam_scale, params["lam"].dtype)}
-    return new, jax.jit(new.refresh)(params)
+    params["lam"] = params["lam"] * jnp.asarray(lam_scale, params["lam"].dtype)
+    return refreshed(from_dict(new, params))
 
 
 def open_model(model: str | os.PathLike[str] | Model) -> Model:
@@ -538,16 +539,16 @@ def _solve(model: Model, plan: Plan, image: np.ndarray) -> Restored:
     from .train import reconstruct
 
     shape = tuple(image.shape[:2])
-    inst, params = model.built(plan, shape)  # type: ignore[arg-type]
+    built = model.built(plan, shape)  # type: ignore[arg-type]
     lo, width = model.value_range
-    dtype = jax.tree.leaves(params)[0].dtype
+    dtype = jax.tree.leaves(built.params())[0].dtype
     channels = image[..., None] if image.ndim == 2 else image
     op = plan.task.operator(shape)  # type: ignore[arg-type]
     offset = lo * op(jnp.ones(shape, dtype)) if lo else 0.0  # A(lo + width x) = lo A1 + width Ax
     out, iters, resid, conv = [], [], [], []
     for c in range(channels.shape[-1]):
         y = jnp.asarray(channels[..., c], dtype) * width + offset
-        sol = reconstruct(inst, plan.task, params, y, solver=plan.solver)
+        sol = reconstruct(built, plan.task, y, solver=plan.solver)
         out.append(np.asarray((sol.value - lo) / width, np.float32))
         iters.append(int(sol.stats.iterations))
         resid.append(float(sol.stats.residual))

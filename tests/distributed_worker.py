@@ -79,7 +79,7 @@ def sharded_training_matches_single_device() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         one = train(TrainConfig(**base, devices=1), f"{tmp}/one", progress=False)
         four = train(TrainConfig(**base, devices=4), f"{tmp}/four", progress=False, until=2)
-        cfg, _, params_ckpt = load_run(f"{tmp}/four")
+        cfg, params_ckpt = load_run(f"{tmp}/four")
         resumed = train(TrainConfig(**base, devices=1), f"{tmp}/four", progress=False)
         diff = lambda a, b: max(  # noqa: E731
             float(jnp.max(jnp.abs(u - v)))

@@ -17,6 +17,7 @@ from jaxinv.energies import (
     lipschitz_bound,
     safe_step,
     tied_foe_map,
+    untied_foe_map,
     variational_energy,
 )
 from jaxinv.operators import Blur, FilterBank, Identity, Mask, motion_kernel, row_mask
@@ -132,6 +133,35 @@ def test_deq_conv_map_with_tied_filters_is_the_gradient_step():
     np.testing.assert_allclose(normalised, ref_normalised, rtol=1e-10)
     np.testing.assert_allclose(norms["K_norm"], operator_norm_dense(k), rtol=1e-6)
     np.testing.assert_allclose(norms["K_norm"], norms["C_norm"])
+
+
+@pytest.mark.parametrize("op_name", sorted(OPS))
+def test_untied_foe_map(op_name):
+    op = OPS[op_name]
+    boundary = "zero"
+    x, y = _randn(*SHAPE), _randn(*SHAPE)
+    p = _foe_params()
+    reg, c = p["reg"], _randn(3, 3, 3)
+    pot = get_potential("student_t")
+    T = jax.jit(untied_foe_map(op, potential=pot, boundary=boundary))
+    tied = jax.jit(tied_foe_map(op, potential=pot, boundary=boundary))
+    # C = K: the gradient step on the fields-of-experts energy
+    same = {**p, "reg": {**reg, "adjoint_filters": reg["filters"]}}
+    np.testing.assert_allclose(T(x, same, y), tied(x, p, y), rtol=1e-12)
+    # C != K: Cᵀ applied through the vjp of the correlation with C
+    z = correlate(x, reg["filters"], boundary) + reg["bias"][:, None, None]
+    a = reg["weights"][:, None, None] * jax.grad(lambda t: jnp.sum(pot.rho(t)))(z)
+    _, vjp = jax.vjp(lambda u: correlate(u, c, boundary), x)
+    expected = x - p["tau"] * (p["lam"] * op.adjoint(op(x) - y) + vjp(a)[0])
+    untied = {**p, "reg": {**reg, "adjoint_filters": c}}
+    np.testing.assert_allclose(T(x, untied, y), expected, rtol=1e-10, atol=1e-12)
+    no_bias = {k: v for k, v in untied["reg"].items() if k != "bias"}
+    shifted = {**untied["reg"], "bias": jnp.zeros(3)}
+    np.testing.assert_allclose(
+        T(x, {**p, "reg": no_bias}, y), T(x, {**p, "reg": shifted}, y), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="adjoint_filters"):
+        untied_foe_map(op)(x, p, y)
 
 
 def operator_norm_dense(filters):

@@ -16,6 +16,7 @@ from jaxinv import cli, pretrained
 from jaxinv import restore as rs
 from jaxinv.data import load_image_values
 from jaxinv.metrics import psnr
+from jaxinv.models import as_dict, from_dict
 from jaxinv.operators import gaussian_kernel, motion_kernel, row_mask
 from jaxinv.tasks import make_task
 from jaxinv.train import TrainConfig, build_instance, load_run, reconstruct, train
@@ -61,9 +62,9 @@ def noisy(clean):
 
 def _expected(run, y, **kw):
     """The restoration by the reference route: load_run for the shape, then reconstruct."""
-    config, inst, params = load_run(run, image_shape=y.shape)
+    config, model = load_run(run, image_shape=y.shape)
     task = config.make_task()
-    sol = reconstruct(inst, task, params, jnp.asarray(y), solver=config.forward_solver())
+    sol = reconstruct(model, task, jnp.asarray(y), solver=config.forward_solver())
     return np.asarray(sol.value, np.float32), sol
 
 
@@ -130,12 +131,13 @@ def test_sigma_rescales_lambda_and_a_new_operator_rebuilds_the_model(run_dir, cl
     got = rs.restore_image(run_dir, blurred, kernel="motion:5", sigma=0.01)
     kept = rs.restore_image(run_dir, blurred, kernel="motion:5", sigma=0.01, keep_lambda=True)
 
-    config, _, params = load_run(run_dir)
+    config, trained = load_run(run_dir)
+    params = as_dict(trained)
     deblur = config.replace(task="deblur", task_options={"sigma": 0.01, "kernel": "motion5"})
-    task, inst = build_instance(deblur, SHAPE)
+    task, fresh = build_instance(deblur, SHAPE)
     for scale, result in (((SIGMA / 0.01) ** 2, got), (1.0, kept)):
-        p = inst.refresh({**params, "lam": params["lam"] * scale})
-        sol = reconstruct(inst, task, p, jnp.asarray(blurred), solver=config.forward_solver())
+        model = from_dict(fresh, {**params, "lam": params["lam"] * scale}).refresh()
+        sol = reconstruct(model, task, jnp.asarray(blurred), solver=config.forward_solver())
         np.testing.assert_allclose(result.image, np.asarray(sol.value, np.float32), atol=1e-6)
         assert result.converged
     assert not np.allclose(got.image, kept.image, atol=1e-3)
@@ -156,12 +158,11 @@ def test_given_mask_is_the_inpainting_operator(run_dir, clean):
     y = np.asarray(task_rows.degrade(jnp.asarray(clean), 2))
     got = rs.restore_image(run_dir, y, mask=m.astype(np.uint8) * 255)
 
-    config, _, params = load_run(run_dir)
+    config, trained = load_run(run_dir)
     rows = config.replace(task="inpaint", task_options={"mask": "rows", "sigma": SIGMA})
-    task, inst = build_instance(rows, SHAPE)
-    sol = reconstruct(
-        inst, task, inst.refresh(params), jnp.asarray(y), solver=rows.forward_solver()
-    )
+    task, fresh = build_instance(rows, SHAPE)
+    model = from_dict(fresh, as_dict(trained)).refresh()
+    sol = reconstruct(model, task, jnp.asarray(y), solver=rows.forward_solver())
     np.testing.assert_allclose(got.image, np.asarray(sol.value, np.float32), atol=1e-6)
     assert got.operator == f"inpaint (mask given, {1 - m.mean():.0%} missing), σ=0.09804"
     assert _psnr(got.image, clean) > _psnr(y, clean) + 1.0
@@ -176,9 +177,9 @@ def test_mnist_models_work_on_their_own_scale(tmp_path):
     digit[6:22, 12:16] = 1.0
     y = (digit + 0.05 * np.random.default_rng(1).standard_normal(digit.shape)).astype(np.float32)
     r = rs.restore_image(run, y)
-    config, inst, params = load_run(run)
+    config, model = load_run(run)
     sol = reconstruct(
-        inst, config.make_task(), params, jnp.asarray(2.0 * y - 1.0), solver=config.forward_solver()
+        model, config.make_task(), jnp.asarray(2.0 * y - 1.0), solver=config.forward_solver()
     )
     np.testing.assert_allclose(r.image, np.asarray((sol.value + 1.0) / 2.0, np.float32), atol=1e-6)
     assert r.operator == "denoise, σ=0.05 (2σ on [-1, 1])"
@@ -472,10 +473,10 @@ def test_export_load_and_card(run_dir, tmp_path, noisy):
     assert pretrained.names(root=root) == ["tiny-denoise"]
     assert pretrained.card("tiny-denoise", root=root) == CARD
 
-    config, inst, params = pretrained.load("tiny-denoise", SHAPE, root=root)
-    config_r, inst_r, params_r = load_run(run_dir, image_shape=SHAPE)
-    assert config == config_r and inst.image_shape == SHAPE
-    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(params_r), strict=True):
+    config, model = pretrained.load("tiny-denoise", SHAPE, root=root)
+    config_r, model_r = load_run(run_dir, image_shape=SHAPE)
+    assert config == config_r and model.image_shape == SHAPE
+    for a, b in zip(jax.tree.leaves(model), jax.tree.leaves(model_r), strict=True):
         np.testing.assert_array_equal(a, b)
 
     with pytest.raises(

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -149,21 +150,24 @@ def test_bilevel_gradient_matches_finite_differences():
     config = _config(model="bilevel", tol=1e-12, adjoint_tol=1e-12, max_iter=500)
     task = config.make_task()
     inst = models.build_model("foe", 3, task, SHAPE, **TINY_FOE)
-    loss_fn = make_loss_fn(inst, config)
+    loss_fn = make_loss_fn(config)
     batch = _batch(task, n=2)
-    x0 = jax.vmap(inst.x0_fn)(batch["y"])
+    x0 = jax.vmap(inst.init_x)(batch["y"])
     probes = ji.BackwardProbe.zeros(2)
     # one compilation: the loss values for the differences come from value_and_grad too
-    value_and_grad = jax.jit(jax.value_and_grad(lambda p: loss_fn(p, probes, batch, x0)[0]))
-    params = inst.params
-    _, grad = value_and_grad(params)
+    value_and_grad = eqx.filter_jit(
+        eqx.filter_value_and_grad(lambda m: loss_fn(m, probes, batch, x0)[0])
+    )
+    params = models.as_dict(inst)
+    _, grad = value_and_grad(inst)
+    grad = models.as_dict(grad)
     rng = np.random.default_rng(0)
     for name in ("K", "log_weights", "log_scale"):
         direction = jnp.asarray(rng.normal(size=np.shape(params[name])))
         h = 1e-5
 
         def shifted(t, name=name, direction=direction):
-            return value_and_grad({**params, name: params[name] + t * direction})[0]
+            return value_and_grad(models.from_dict(inst, {name: params[name] + t * direction}))[0]
 
         fd = (shifted(h) - shifted(-h)) / (2 * h)
         np.testing.assert_allclose(jnp.vdot(grad[name], direction), fd, rtol=1e-6)
@@ -215,11 +219,12 @@ def test_config_round_trip_and_validation():
 def test_lr_scale_multiplies_the_updates_of_the_named_parameters():
     task = _config().make_task()
     inst = models.build_model("foe", 0, task, SHAPE, **TINY_FOE)
-    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, inst.params)
+    params = inst.params()
+    grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.3, params)
 
     def first_update(config):
-        opt = make_optimizer(config, inst.trainable)
-        return opt.update(grads, opt.init(inst.params), inst.params)[0]
+        opt = make_optimizer(config, inst.trainable())
+        return models.as_dict(opt.update(grads, opt.init(params), params)[0])
 
     plain = first_update(_config())
     scaled = first_update(_config(lr_scale={"log_weights": 4.0, "log_scale": 0.5}))
@@ -232,7 +237,7 @@ def test_lr_scale_multiplies_the_updates_of_the_named_parameters():
     with pytest.raises(ValueError, match="positive number"):
         _config(lr_scale={"log_weights": 0.0})
     with pytest.raises(ValueError, match=r"not trainable parameters.*choose from"):
-        make_optimizer(_config(lr_scale={"tau": 2.0}), inst.trainable)
+        make_optimizer(_config(lr_scale={"tau": 2.0}), inst.trainable())
 
 
 def test_skip_unconverged_keeps_the_state_and_stops_a_run_that_never_converges(tmp_path):
@@ -295,13 +300,14 @@ def test_finished_runs_are_not_overwritten_and_can_be_loaded(full_run, loop_conf
     out, full = full_run
     with pytest.raises(RunExistsError, match="overwrite=True"):
         train(loop_config, out, progress=False)
-    config, inst, params = load_run(out)
+    config, inst = load_run(out)
+    params = inst
     assert config == loop_config
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(full.params), strict=True):
         np.testing.assert_array_equal(a, b)
     # the validation solve's shape and solver: served by the compiled evaluation of the run
     y = config.make_task().degrade(_images(2), 1)
-    sol = reconstruct(inst, config.make_task(), params, y, solver=config.forward_solver())
+    sol = reconstruct(inst, config.make_task(), y, solver=config.forward_solver())
     assert sol.value.shape == (2, 16, 16) and bool(jnp.all(sol.stats.converged))
     assert float(jnp.mean(psnr(sol.value, _images(2)))) > float(jnp.mean(psnr(y, _images(2))))
     saved = json.loads((out / "config.json").read_text())
@@ -349,3 +355,65 @@ def test_corrupt_and_foreign_checkpoints_give_clear_errors(tmp_path, full_run, l
         train(other, tmp_path, progress=False)
     fresh = train(loop_config, tmp_path, progress=False)
     assert fresh.finished and len(_train_records(fresh)) == 4
+
+
+def test_separately_built_models_of_one_configuration_share_the_compiled_step():
+    config = _config(lr=0.0123, lr_final=0.0123)  # a configuration no other test compiles
+    task = config.make_task()
+    batch = _batch(task)
+    a = models.build_model("foe", 0, task, SHAPE, **TINY_FOE)
+    b = models.build_model("foe", 1, task, SHAPE, init="random", **TINY_FOE)
+    assert not np.array_equal(a.K, b.K)  # other values, the same settings and shapes
+    step_a = make_train_step(a, task, config)
+    _, ma = step_a(init_state(a, config, 4), batch)
+    assert step_a.trace_count == 1
+    step_b = make_train_step(b, task, config)  # a new step object for a new model
+    state_b, mb = step_b(init_state(b, config, 4), batch)
+    assert step_b.trace_count == 1 and step_a.trace_count == 1  # not traced again
+    assert float(ma["loss"]) != float(mb["loss"])  # it really ran b's parameters
+    # the step updated b: its filters moved, its frozen step was refreshed from them
+    assert not np.array_equal(state_b.params.K, b.K)
+    assert float(state_b.params.tau) == pytest.approx(float(models.refreshed(state_b.params).tau))
+
+
+def _dict_layout(model):
+    """The old layout of the FoE parameters: a dict by name."""
+    return {
+        "lam": model.lam,
+        "tau": model.tau,
+        "K": model.K,
+        "log_weights": model.log_weights,
+        "log_scale": model.log_scale,
+    }
+
+
+def test_checkpoints_with_parameters_in_a_dict_load_and_resume(tmp_path, loop_config, full_run):
+    """Checkpoints written before models were modules hold ``TrainState.params`` as a dict by
+    name and the optimiser moments in the same layout; they load and resume exactly."""
+    _, full = full_run
+    half = train(loop_config.replace(checkpoint_every=2), tmp_path / "new", progress=False, until=2)
+    state = half.state
+    is_model = lambda n: isinstance(n, models.FoEModel)  # noqa: E731
+    opt_state = jax.tree.map(
+        lambda n: _dict_layout(n) if is_model(n) else n, state.opt_state, is_leaf=is_model
+    )
+    params = _dict_layout(state.params)
+    old = ji.train.TrainState(state.step, params, opt_state, state.buffer, state.seen)
+    assert not any(is_model(n) for n in jax.tree.leaves(old, is_leaf=is_model))
+    out = tmp_path / "old"
+    out.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        (out / name).write_bytes((tmp_path / "new" / name).read_bytes())
+    meta = {"config": loop_config.to_dict(), "elapsed": 1.0}  # no "params_layout": the old header
+    ji.train.save_checkpoint(out / "checkpoint.eqx", old, step=2, finished=False, meta=meta)
+    assert "params_layout" not in read_header(out / "checkpoint.eqx")[0]
+
+    config, model = load_run(out)
+    assert config == loop_config and isinstance(model, models.FoEModel)
+    for name, value in _dict_layout(state.params).items():
+        np.testing.assert_array_equal(getattr(model, name), value)
+    resumed = train(loop_config, out, progress=False)
+    assert resumed.finished
+    for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(full.state), strict=True):
+        np.testing.assert_array_equal(a, b)  # params, optimiser state, warm-start buffer
+    assert read_header(out / "checkpoint.eqx")[0]["params_layout"] == "model"

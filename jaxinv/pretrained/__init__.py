@@ -11,7 +11,7 @@ takes to add a model: :func:`names` lists every directory that holds the two run
 from jaxinv import pretrained
 
 pretrained.names()                                   # ['denoise-foe', ...]
-config, instance, params = pretrained.load("denoise-foe", image_shape=(256, 256))
+config, model = pretrained.load("denoise-foe", image_shape=(256, 256))
 print(pretrained.card("denoise-foe"))
 ```
 

@@ -4,8 +4,8 @@
 from jaxinv.train import TrainConfig, train, load_run, reconstruct
 
 result = train(TrainConfig(model="deq", arch="foe", steps=200), "runs/deq-foe")
-config, instance, params = load_run("runs/deq-foe")
-sol = reconstruct(instance, config.make_task(), params, y)
+config, model = load_run("runs/deq-foe")   # the model holds the trained parameters
+sol = reconstruct(model, config.make_task(), y)
 ```
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._adjoint import AbstractAdjoint, Implicit, JacobianFree
-from ..models import ARCHITECTURES, AbstractModel, get_model
+from ..models import ARCHITECTURES, Architecture, get_model
 from ..solvers import AbstractFixedPointSolver, Anderson, Picard
 from ..tasks import DATASETS, TASKS, Task, make_task
 
@@ -237,7 +237,7 @@ class TrainConfig:
         """The :class:`jaxinv.tasks.Task` (dataset defaults overridden by ``task_options``)."""
         return make_task(self.task, dataset=self.dataset, **self.task_options)
 
-    def make_arch(self) -> AbstractModel:
+    def make_arch(self) -> Architecture:
         """The architecture with ``arch_options``."""
         return get_model(self.arch, **self.arch_options)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import math
@@ -12,14 +11,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import PyTree
 
 from ..metrics import psnr, ssim
-from ..models import ModelInstance, tune_tv
+from ..models import AbstractModel, as_dict, from_dict, partition, refreshed
 from ..tasks import Task
+from ..tuning import tune_tv
 from ._checkpoint import (
     CHECKPOINT,
     CONFIG,
@@ -34,7 +34,14 @@ from ._checkpoint import (
 )
 from ._config import MAX_SKIPS_IN_A_ROW, TrainConfig
 from ._data import Examples, batch_indices, data_fingerprints, make_datasets
-from ._step import TrainState, TrainStep, init_state, make_train_step, reconstruct
+from ._step import (
+    TrainState,
+    TrainStep,
+    init_state,
+    make_optimizer,
+    make_train_step,
+    reconstruct,
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -42,77 +49,42 @@ class TrainResult:
     """What :func:`train` returns.
 
     Attributes:
-        params: the trained parameters.
+        params: the trained model (:class:`jaxinv.models.AbstractModel`, ``state.params``; its
+            array fields are the parameters); also available as ``model``.
         history: every record of ``metrics.jsonl`` in order (``{"kind": "train" | "val" |
             "tune", "step": ..., ...}``; see :func:`train`).
-        config, instance, state: the configuration, the built model and the final
-            :class:`TrainState`.
+        config, state: the configuration and the final :class:`TrainState`.
         out_dir: the run directory.
         finished: ``True`` if ``config.steps`` were reached (``False`` when stopped by
             ``until``).
-        step_fn: the compiled :class:`TrainStep` (shared by later runs of the same
+        step_fn: the :class:`TrainStep` (its compilation is shared by every run of the same
             configuration in this process; ``step_fn.trace_count`` counts its compilations).
     """
 
-    params: PyTree
+    params: AbstractModel
     history: list[dict[str, Any]]
     config: TrainConfig
-    instance: ModelInstance
     state: TrainState
     out_dir: Path
     finished: bool
     step_fn: TrainStep | None = None
 
+    @property
+    def model(self) -> AbstractModel:
+        """The trained model (``params``)."""
+        return self.params
+
 
 def build_instance(
     config: TrainConfig, image_shape: tuple[int, int] | None = None
-) -> tuple[Task, ModelInstance]:
-    """The task and the model instance a configuration trains (``image_shape`` defaults to the
-    training shape); the initialisation key is ``PRNGKey(config.seed)``.
-
-    Instances are cached per (task, architecture, model, shape, seed) within a process, so
-    resuming or re-evaluating a run reuses its compiled functions.
-    """
+) -> tuple[Task, AbstractModel]:
+    """The task and the initial model a configuration trains (``image_shape`` defaults to the
+    training shape); the initialisation key is ``PRNGKey(config.seed)``. Models of the same
+    configuration are equal in structure, so they share compilations."""
     shape = config.image_shape if image_shape is None else tuple(int(s) for s in image_shape)
-    key = json.dumps(
-        [
-            config.make_task().to_dict(),
-            config.arch,
-            config.make_arch().options(),
-            config.tied,
-            list(shape),
-            config.seed,
-            str(jnp.result_type(float)),
-        ],
-        sort_keys=True,
-    )
-    if key not in _INSTANCES:
-        task = config.make_task()
-        arch = config.make_arch()
-        inst = arch.build(jax.random.PRNGKey(config.seed), task, shape, config.tied)
-        _remember(_INSTANCES, key, (task, inst))
-    return _INSTANCES[key]
-
-
-_INSTANCES: collections.OrderedDict[str, Any] = collections.OrderedDict()
-_STEPS: collections.OrderedDict[Any, TrainStep] = collections.OrderedDict()
-_CACHE_SIZE = 8
-
-
-def _remember(cache: collections.OrderedDict, key: Any, value: Any) -> None:
-    cache[key] = value
-    while len(cache) > _CACHE_SIZE:
-        cache.popitem(last=False)
-
-
-def _step_for(instance: ModelInstance, task: Task, config: TrainConfig) -> TrainStep:
-    """A cached :class:`TrainStep` (one compilation per instance and semantic configuration)."""
-    key = (id(instance), config.replace(checkpoint_every=0, eval_every=0).to_json())
-    hit = _STEPS.get(key)
-    if hit is None or hit.instance is not instance:
-        hit = make_train_step(instance, task, config)
-        _remember(_STEPS, key, hit)
-    return hit
+    task = config.make_task()
+    model = config.make_arch().build(jax.random.PRNGKey(config.seed), task, shape, config.tied)
+    return task, model
 
 
 def read_metrics(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -135,14 +107,15 @@ def _truncate_metrics(out_dir: Path, step: int) -> None:
     atomic_write_text(out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def _meta(config: TrainConfig, instance: ModelInstance, elapsed: float) -> dict[str, Any]:
+def _meta(config: TrainConfig, model: AbstractModel, elapsed: float) -> dict[str, Any]:
     return {
         "config": config.to_dict(),
         "data": data_fingerprints(config),
-        "arch": instance.arch,
-        "tied": instance.tied,
-        "image_shape": list(instance.image_shape),
-        "num_params": instance.num_params(),
+        "arch": model.arch,
+        "tied": model.tied,
+        "image_shape": list(model.image_shape),
+        "num_params": model.num_params(),
+        "params_layout": PARAMS_LAYOUT,
         "elapsed": elapsed,
     }
 
@@ -173,9 +146,9 @@ def _check_header(path: Path, header: dict[str, Any], config: TrainConfig) -> No
 
 
 def _val_record(
-    step_fn: TrainStep, task: Task, params: PyTree, val: Examples, config: TrainConfig, step: int
+    task: Task, model: AbstractModel, val: Examples, config: TrainConfig, step: int
 ) -> dict[str, Any]:
-    sol = reconstruct(step_fn.instance, task, params, val.y, solver=config.forward_solver())
+    sol = reconstruct(model, task, val.y, solver=config.forward_solver())
     x = jnp.asarray(val.x, sol.value.dtype)
     return {
         "kind": "val",
@@ -188,7 +161,7 @@ def _val_record(
     }
 
 
-def _input_record(task: Task, instance: ModelInstance, val: Examples, config: TrainConfig):
+def _input_record(val: Examples, config: TrainConfig) -> dict[str, Any]:
     x = jnp.asarray(val.x)
     xin = jnp.asarray(val.y, x.dtype)  # the measurements: every operator keeps the image shape
     return {
@@ -249,8 +222,8 @@ def _clear(out: Path) -> None:
 class _Loop:
     """Per-step bookkeeping of :func:`train`: metrics, timing, checkpoints."""
 
-    def __init__(self, config, out, task, inst, step_fn, val, metrics_file, elapsed):
-        self.config, self.out, self.task, self.inst = config, out, task, inst
+    def __init__(self, config, out, task, step_fn, val, metrics_file, elapsed):
+        self.config, self.out, self.task = config, out, task
         self.step_fn, self.val, self.file, self.elapsed = step_fn, val, metrics_file, elapsed
         self.skips_in_a_row = 0
 
@@ -289,7 +262,7 @@ class _Loop:
             state,
             step=step,
             finished=step == self.config.steps,
-            meta=_meta(self.config, self.inst, self.elapsed),
+            meta=_meta(self.config, state.params, self.elapsed),
         )
 
 
@@ -326,7 +299,7 @@ def train(
             if it had been killed; a later call resumes it.
 
     ``arch="tv"`` is not trained by gradients: its weight is tuned on the validation set by
-    :func:`jaxinv.models.tune_tv` (records ``kind="tune"``) and saved as a finished run.
+    :func:`jaxinv.tuning.tune_tv` (records ``kind="tune"``) and saved as a finished run.
 
     Raises:
         RunExistsError: ``out_dir`` holds a finished run, or an unfinished one with
@@ -344,27 +317,27 @@ def train(
         _clear(out)
     atomic_write_text(out / CONFIG, config.to_json() + "\n")
 
-    task, inst = build_instance(config)
+    task, model = build_instance(config)
     train_set, val_set = make_datasets(config, task)
     if config.arch == "tv":
-        return _tune_tv_run(config, out, task, inst, val_set)
+        return _tune_tv_run(config, out, task, model, val_set)
 
-    step_fn = _step_for(inst, task, config)
-    state = init_state(inst, config, len(train_set))
+    step_fn = make_train_step(model, task, config)
+    state = init_state(model, config, len(train_set))
     elapsed = 0.0
     if header is not None:
-        header, state = load_checkpoint(out / CHECKPOINT, state)
+        header, state = _load_state(out / CHECKPOINT, state, config)
         elapsed = float(header.get("elapsed", 0.0))
         _truncate_metrics(out, int(header["step"]))
     start = int(state.step)
     stop = config.steps if until is None else min(until, config.steps)
 
     with open(out / METRICS, "a") as metrics_file:
-        run = _Loop(config, out, task, inst, step_fn, val_set, metrics_file, elapsed)
+        run = _Loop(config, out, task, step_fn, val_set, metrics_file, elapsed)
         if start == 0:
-            run.log(_input_record(task, inst, val_set, config))
+            run.log(_input_record(val_set, config))
             if config.eval_every:
-                run.log(_val_record(step_fn, task, state.params, val_set, config, 0))
+                run.log(_val_record(task, state.params, val_set, config, 0))
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -387,7 +360,7 @@ def train(
                     )
                 done = s + 1
                 if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
-                    run.log(_val_record(step_fn, task, state.params, val_set, config, done))
+                    run.log(_val_record(task, state.params, val_set, config, done))
                 if (
                     config.checkpoint_every and done % config.checkpoint_every == 0
                 ) or done == stop:
@@ -404,7 +377,6 @@ def train(
         params=state.params,
         history=read_metrics(out),
         config=config,
-        instance=inst,
         state=state,
         out_dir=out,
         finished=int(state.step) == config.steps,
@@ -413,14 +385,13 @@ def train(
 
 
 def _tune_tv_run(
-    config: TrainConfig, out: Path, task: Task, inst: ModelInstance, val: Examples
+    config: TrainConfig, out: Path, task: Task, model: AbstractModel, val: Examples
 ) -> TrainResult:
-    eps = inst.params["eps"]
     tuning = tune_tv(
         task,
         val.x,
         y=val.y,
-        eps=float(eps),
+        eps=float(model.eps),  # type: ignore[attr-defined]  (a TVModel)
         data_range=config.data_range,
         solver=config.forward_solver(),
     )
@@ -430,29 +401,82 @@ def _tune_tv_run(
     recs += [{"kind": "tune", "step": 0, "weight": w, "psnr": p} for w, p in tuning.trials]
     recs.append({"kind": "val", "step": config.steps, "psnr": tuning.psnr, "weight": tuning.weight})
     atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in recs))
-    state = init_state(inst, config, config.num_train)
+    state = init_state(model, config, config.num_train)
     state = TrainState(
         jnp.asarray(config.steps, jnp.int32),
-        tuning.params,
+        tuning.model,
         state.opt_state,
         state.buffer,
         state.seen,
     )
     save_checkpoint(
-        out / CHECKPOINT, state, step=config.steps, finished=True, meta=_meta(config, inst, 0.0)
+        out / CHECKPOINT, state, step=config.steps, finished=True, meta=_meta(config, model, 0.0)
     )
-    return TrainResult(tuning.params, read_metrics(out), config, inst, state, out, True)
+    return TrainResult(tuning.model, read_metrics(out), config, state, out, True)
+
+
+#: ``TrainState.params`` in checkpoints: the model's pytree. Checkpoints without this header
+#: entry hold the older layout, a dict of the parameters by name (:func:`jaxinv.models.as_dict`).
+PARAMS_LAYOUT = "model"
+
+
+def _load_state(
+    path: Path, like: TrainState, config: TrainConfig, *, need_opt_state: bool = True
+) -> tuple[dict, TrainState]:
+    """:func:`load_checkpoint` of either layout into the structure of ``like``."""
+    header, _ = read_header(path)
+    if header.get("params_layout") == PARAMS_LAYOUT:
+        return load_checkpoint(path, like)
+    return header, _from_dict_layout(path, like, config, need_opt_state)
+
+
+def _from_dict_layout(
+    path: Path, like: TrainState, config: TrainConfig, need_opt_state: bool
+) -> TrainState:
+    """Read a checkpoint whose ``params`` are a dict by parameter name (written before models
+    were modules) and map the names onto the model's fields, in the parameters and in the
+    optimiser state's moments alike (without ``need_opt_state``, an optimiser state that cannot
+    be mapped is replaced by ``like``'s)."""
+    model = like.params
+    names = as_dict(model)
+    old_params = dict(names)
+    flags = as_dict(model.trainable())
+    old_opt = make_optimizer(config, flags).init(old_params)
+    old_like = TrainState(like.step, old_params, old_opt, like.buffer, like.seen)
+    _, old = load_checkpoint(path, old_like)
+    template = model.params()
+
+    def is_params_dict(node: Any) -> bool:
+        return isinstance(node, dict) and set(node) == set(names)
+
+    def to_fields(node: Any) -> Any:
+        return from_dict(template, node) if is_params_dict(node) else node
+
+    opt_state = jax.tree.map(to_fields, old.opt_state, is_leaf=is_params_dict)
+    loaded = eqx.combine(from_dict(template, old.params), partition(model)[1])
+    if jax.tree.structure(opt_state) != jax.tree.structure(like.opt_state):
+        if need_opt_state:
+            raise CheckpointError(
+                f"checkpoint {path} holds parameters by name (the layout before models were "
+                "modules) and its optimiser state could not be mapped onto this model's fields, "
+                "so the run cannot be resumed. Load its parameters with jaxinv.train.load_run "
+                "(which needs no optimiser state), or train the run again with overwrite=True."
+            )
+        opt_state = like.opt_state
+    return TrainState(old.step, loaded, opt_state, old.buffer, old.seen)
 
 
 def load_run(
     out_dir: str | os.PathLike, *, image_shape: tuple[int, int] | None = None
-) -> tuple[TrainConfig, ModelInstance, PyTree]:
-    """Load a run written by :func:`train` (finished or not): ``(config, model_instance,
-    params)`` from its last checkpoint.
+) -> tuple[TrainConfig, AbstractModel]:
+    """Load a run written by :func:`train` (finished or not): ``(config, model)`` from its last
+    checkpoint, the model holding the trained parameters.
 
-    The instance is built for the training image shape, or for ``image_shape`` (e.g. whole test
+    The model is built for the training image shape, or for ``image_shape`` (e.g. whole test
     images; not possible for ``"dense"``, whose size is fixed); the loaded parameters are then
-    refreshed for that shape (operator norms and step). Use :func:`reconstruct` to evaluate.
+    refreshed for that shape (operator norms and step). Use :func:`reconstruct` to evaluate:
+    ``reconstruct(model, config.make_task(), y)``. Checkpoints of either parameter layout load
+    (see :data:`PARAMS_LAYOUT`).
     """
     out = Path(out_dir)
     path = out / CHECKPOINT
@@ -460,20 +484,20 @@ def load_run(
         raise CheckpointError(f"no {CHECKPOINT} in {out}: not a finished or started jaxinv run")
     header, _ = read_header(path)
     config = TrainConfig.from_dict(header["config"])
-    task, inst = build_instance(config)
-    n = config.num_train
-    _, state = load_checkpoint(path, init_state(inst, config, n))
-    params = state.params
-    if image_shape is not None and tuple(image_shape) != inst.image_shape:
-        _, inst = build_instance(config, image_shape)
-        same = jax.tree.structure(params) == jax.tree.structure(inst.params) and all(
-            np.shape(a) == np.shape(b)
-            for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(inst.params), strict=True)
+    task, model = build_instance(config)
+    like = init_state(model, config, config.num_train)
+    _, state = _load_state(path, like, config, need_opt_state=False)
+    model = state.params
+    if image_shape is not None and tuple(image_shape) != model.image_shape:
+        _, other = build_instance(config, image_shape)
+        trained, fresh = as_dict(model), as_dict(other)
+        same = list(trained) == list(fresh) and all(
+            np.shape(trained[k]) == np.shape(fresh[k]) for k in trained
         )
         if not same:
             raise ValueError(
                 f"the {config.arch!r} parameters were trained for {config.image_shape} images and "
                 f"do not fit {tuple(image_shape)} images (the architecture's size is fixed)"
             )
-        params = jax.jit(inst.refresh)(params)
-    return config, inst, params
+        model = refreshed(from_dict(other, trained))
+    return config, model

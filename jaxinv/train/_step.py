@@ -1,9 +1,16 @@
-"""One jitted training step, the optimiser, and batched reconstruction."""
+"""One jitted training step, the optimiser, and batched reconstruction.
+
+The parameters are the model itself (an :class:`jaxinv.models.AbstractModel`): the step
+differentiates its parameter leaves (:func:`jaxinv.models.partition`), the optimiser updates the
+trainable ones, and ``model.refresh()`` recomputes the derived ones. Everything is compiled with
+``eqx.filter_jit``, so equal models (same settings and shapes) share one compilation.
+"""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import equinox as eqx
 import jax
@@ -16,7 +23,8 @@ from .. import distributed
 from .._fixed_point import fixed_point
 from .._solution import BackwardProbe, Solution
 from ..metrics import psnr, ssim
-from ..models import ModelInstance
+from ..models import AbstractModel, apply_model, partition
+from ..models._base import _name
 from ..solvers import AbstractFixedPointSolver, Anderson
 from ..tasks import Task
 from ._config import TrainConfig
@@ -27,8 +35,9 @@ class TrainState(eqx.Module):
 
     Attributes:
         step: optimiser steps taken.
-        params: model parameters.
-        opt_state: optax state.
+        params: the model (an :class:`jaxinv.models.AbstractModel`; its array fields are the
+            parameters).
+        opt_state: optax state of the model's parameters (:func:`jaxinv.models.partition`).
         buffer: warm-start buffer ``(num_train, H, W)``: each example's last fixed point
             (``None`` without warm starts).
         seen: ``(num_train,)`` whether ``buffer`` holds a fixed point for the example.
@@ -56,18 +65,25 @@ def make_schedule(config: TrainConfig) -> optax.Schedule:
 def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTransformation:
     """Adam with :func:`make_schedule` (after optional global-norm clipping) on the trainable
     leaves; frozen leaves (``trainable`` False) get zero updates; the parameters named in
-    ``config.lr_scale`` get their updates multiplied by the given factor."""
+    ``config.lr_scale`` get their updates multiplied by the given factor.
+
+    ``trainable`` is ``model.trainable()`` (a pytree of bools with the structure of
+    ``model.params()``; a dict of them by name works the same), and the optimiser acts on
+    ``model.params()``; parameters are named by their top-level field (or key)."""
     parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
     parts.append(optax.adam(make_schedule(config)))
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
+    # labels as functions: a model (callable) would otherwise be taken for one
     opt = optax.multi_transform(
-        {"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, labels
+        {"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, lambda _: labels
     )
     if not config.lr_scale:
         return opt
-    if not isinstance(trainable, dict):
-        raise ValueError("TrainConfig.lr_scale needs parameters stored in a dict by name")
-    names = sorted(k for k, t in trainable.items() if any(jax.tree.leaves(t)))
+    flags: dict[str, bool] = {}
+    for path, t in jax.tree_util.tree_flatten_with_path(trainable)[0]:
+        name = _name(path[0])
+        flags[name] = flags.get(name, False) or bool(t)
+    names = sorted(k for k, t in flags.items() if t)
     unknown = sorted(set(config.lr_scale) - set(names))
     if unknown:
         raise ValueError(
@@ -76,28 +92,29 @@ def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTran
         )
     # each leaf labelled by its top-level parameter name, or "" where no factor is set
     groups = jax.tree_util.tree_map_with_path(
-        lambda path, _: path[0].key if path[0].key in config.lr_scale else "", trainable
+        lambda path, _: _name(path[0]) if _name(path[0]) in config.lr_scale else "", trainable
     )
     scales = {name: optax.scale(f) for name, f in config.lr_scale.items()}
-    return optax.chain(opt, optax.multi_transform({"": optax.identity(), **scales}, groups))
+    return optax.chain(
+        opt, optax.multi_transform({"": optax.identity(), **scales}, lambda _: groups)
+    )
 
 
-def init_state(instance: ModelInstance, config: TrainConfig, num_train: int) -> TrainState:
-    """The state before the first step: the instance's parameters, fresh optimiser state, and
-    an empty warm-start buffer if ``config.warm_start``."""
-    params = instance.params
-    opt_state = make_optimizer(config, instance.trainable).init(params)
+def init_state(model: AbstractModel, config: TrainConfig, num_train: int) -> TrainState:
+    """The state before the first step: the model, fresh optimiser state for its parameters,
+    and an empty warm-start buffer if ``config.warm_start``."""
+    params = model.params()
+    opt_state = make_optimizer(config, model.trainable()).init(params)
     buffer = seen = None
     if config.warm_start:
         dtype = jax.tree.leaves(params)[0].dtype
-        buffer = jnp.zeros((num_train,) + instance.image_shape, dtype)
+        buffer = jnp.zeros((num_train,) + model.image_shape, dtype)
         seen = jnp.zeros((num_train,), bool)
-    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, buffer, seen)
+    return TrainState(jnp.zeros((), jnp.int32), model, opt_state, buffer, seen)
 
 
 def solve_batch(
-    instance: ModelInstance,
-    params: PyTree,
+    model: AbstractModel,
     y: Float[Array, "B H W"],
     x0: Float[Array, "B H W"],
     *,
@@ -106,28 +123,29 @@ def solve_batch(
     throw: bool = False,
     probes: BackwardProbe | None = None,
 ) -> Solution:
-    """``vmap`` of :func:`jaxinv.fixed_point` over a batch (per-sample convergence); ``probes``
+    """``vmap`` of :func:`jaxinv.fixed_point` of ``model`` over a batch (per-sample
+    convergence), differentiable w.r.t. the model's arrays; ``probes``
     (``BackwardProbe.zeros(B)``) collects per-sample adjoint statistics in its gradient."""
     probes = BackwardProbe.zeros(y.shape[0]) if probes is None else probes
 
     def one(x0_, y_, probe):
         return fixed_point(
-            instance.T, x0_, params, y_, solver=solver, adjoint=adjoint, throw=throw, probe=probe
+            apply_model, x0_, model, y_, solver=solver, adjoint=adjoint, throw=throw, probe=probe
         )
 
     return jax.vmap(one)(x0, y, probes)
 
 
-def make_loss_fn(instance: ModelInstance, config: TrainConfig) -> Callable:
-    """``loss(params, probes, batch, x0) -> (mse, solution)``: the mean squared error of the
+def make_loss_fn(config: TrainConfig) -> Callable:
+    """``loss(model, probes, batch, x0) -> (mse, solution)``: the mean squared error of the
     batch's fixed points against the ground truth ``batch["x"]``, solved from ``x0``; its
-    gradient w.r.t. ``probes`` holds the adjoint statistics."""
+    gradient w.r.t. ``probes`` holds the adjoint statistics (differentiate w.r.t. the model's
+    parameters with ``eqx.filter_value_and_grad`` or :func:`jaxinv.models.partition`)."""
     solver, adjoint = config.forward_solver(), config.adjoint_strategy()
 
-    def loss(params, probes, batch, x0):
+    def loss(model, probes, batch, x0):
         sol = solve_batch(
-            instance,
-            params,
+            model,
             batch["y"],
             x0,
             solver=solver,
@@ -140,6 +158,19 @@ def make_loss_fn(instance: ModelInstance, config: TrainConfig) -> Callable:
     return loss
 
 
+#: Traces of the training step per configuration (:func:`_step_key`).
+_TRACES: collections.Counter[str] = collections.Counter()
+
+#: Fields the step never reads (they choose the data, the model's initial values and the
+#: bookkeeping), reset in its compilation key so that they do not cause a recompile.
+_NOT_IN_STEP = {"checkpoint_every": 0, "eval_every": 0, "seed": 0, "num_val": 1}
+
+
+def _step_key(config: TrainConfig) -> str:
+    """The configuration the compiled step depends on, as JSON (a static argument)."""
+    return config.replace(**_NOT_IN_STEP).to_json()
+
+
 class TrainStep:
     """The compiled training step ``step(state, batch) -> (state, metrics)``.
 
@@ -149,118 +180,150 @@ class TrainStep:
     ``fwd_converged`` (fraction), the same four ``bwd_*`` for the adjoint solve, ``grad_norm``
     (trainable leaves), ``lr`` (used for this step), ``tau``, ``warm`` (fraction of the batch
     warm-started) and ``skipped`` (1 where ``skip_unconverged`` kept the old state).
-    ``trace_count`` counts traces (one unless shapes change); ``loss_fn`` is
-    :func:`make_loss_fn`'s function.
+
+    The step is one ``eqx.filter_jit`` function of the state, the batch and the configuration:
+    every :class:`TrainStep` of the same configuration, for any model with the same settings and
+    shapes, shares one compilation. ``trace_count`` counts the traces of this configuration's
+    step in this process (one unless shapes change); ``loss_fn`` is :func:`make_loss_fn`'s
+    function.
     """
 
-    def __init__(self, instance: ModelInstance, config: TrainConfig):
-        self.instance, self.config = instance, config
-        self.optimizer = make_optimizer(config, instance.trainable)
+    def __init__(self, config: TrainConfig):
+        self.config = config
         self.schedule = make_schedule(config)
-        self.loss_fn = make_loss_fn(instance, config)
-        self.trace_count = 0
-        self.mesh = distributed.data_mesh(config.devices) if config.devices > 1 else None
-        self._jitted = jax.jit(self._step)
+        self.loss_fn = make_loss_fn(config)
+        self._key = _step_key(config)
+
+    @property
+    def trace_count(self) -> int:
+        """Traces of this configuration's step so far (in this process)."""
+        return _TRACES[self._key]
+
+    def optimizer(self, model: AbstractModel) -> optax.GradientTransformation:
+        """The optimiser of ``model``'s parameters (:func:`make_optimizer`)."""
+        return make_optimizer(self.config, model.trainable())
 
     def __call__(self, state: TrainState, batch: dict[str, Any]) -> tuple[TrainState, dict]:
-        return self._jitted(state, batch)
-
-    def _step(self, state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, dict]:
-        self.trace_count += 1
-        inst, config = self.instance, self.config
-        y = batch["y"]
-        dtype = jax.tree.leaves(state.params)[0].dtype
-        batch = {**batch, "x": batch["x"].astype(dtype), "y": y.astype(dtype)}
-        x0 = jax.vmap(inst.x0_fn)(batch["y"])
-        if state.buffer is not None:
-            warm = state.seen[batch["ids"]]
-            x0 = jnp.where(warm[:, None, None], state.buffer[batch["ids"]], x0)
-        else:
-            warm = jnp.zeros(y.shape[0], bool)
-        probes = BackwardProbe.zeros(y.shape[0])
-
-        def value_and_grad(params, shard):
-            probes, b, x0 = shard
-            (loss, sol), (grads, gprobe) = jax.value_and_grad(
-                self.loss_fn, argnums=(0, 1), has_aux=True
-            )(params, probes, b, x0)
-            return (loss, (sol, gprobe)), grads
-
-        if self.mesh is not None:  # each device solves its slice of the batch; grads are averaged
-            value_and_grad = distributed.data_parallel(value_and_grad, self.mesh)
-        (loss, (sol, gprobe)), grads = value_and_grad(state.params, (probes, batch, x0))
-        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
-        params = inst.refresh(optax.apply_updates(state.params, updates))
-        fs = sol.stats
-        skip = jnp.zeros((), bool)
-        if config.skip_unconverged:  # keep the old state: this gradient is not the implicit one
-            ok = jnp.all(fs.converged) & jnp.all(gprobe.converged > 0.5) & jnp.isfinite(loss)
-            skip = ~ok
-            params, opt_state = jax.tree.map(
-                lambda new, old: jnp.where(ok, new, old),
-                (params, opt_state),
-                (state.params, state.opt_state),
-            )
-        buffer, seen = state.buffer, state.seen
-        if buffer is not None:
-            buffer = buffer.at[batch["ids"]].set(jax.lax.stop_gradient(sol.value))
-            seen = seen.at[batch["ids"]].set(True)
-        masked = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, inst.trainable)
-        metrics = {
-            "loss": loss,
-            "psnr": jnp.mean(psnr(sol.value, batch["x"], config.data_range)),
-            "fwd_iters": jnp.mean(fs.iterations.astype(jnp.float32)),
-            "fwd_iters_max": jnp.max(fs.iterations),
-            "fwd_residual": jnp.max(fs.residual),
-            "fwd_converged": jnp.mean(fs.converged.astype(jnp.float32)),
-            "bwd_iters": jnp.mean(gprobe.iterations),
-            "bwd_iters_max": jnp.max(gprobe.iterations),
-            "bwd_residual": jnp.max(gprobe.residual),
-            "bwd_converged": jnp.mean((gprobe.converged > 0.5).astype(jnp.float32)),
-            "grad_norm": optax.tree.norm(masked),
-            "lr": self.schedule(state.step),
-            "tau": state.params["tau"],
-            "warm": jnp.mean(warm.astype(jnp.float32)),
-            "skipped": skip.astype(jnp.float32),
-        }
-        new = TrainState(state.step + 1, params, opt_state, buffer, seen)
-        return new, metrics
+        return _train_step(state, batch, self._key)
 
 
-def make_train_step(instance: ModelInstance, task: Task, config: TrainConfig) -> TrainStep:
+@eqx.filter_jit
+def _train_step(
+    state: TrainState, batch: dict[str, Array], key: str
+) -> tuple[TrainState, dict[str, Array]]:
+    _TRACES[key] += 1
+    config = TrainConfig.from_json(key)
+    model = state.params
+    optimizer = make_optimizer(config, model.trainable())
+    loss_fn = make_loss_fn(config)
+    y = batch["y"]
+    params, rest = partition(model)
+    dtype = jax.tree.leaves(params)[0].dtype
+    batch = {**batch, "x": batch["x"].astype(dtype), "y": y.astype(dtype)}
+    x0 = jax.vmap(model.init_x)(batch["y"])
+    if state.buffer is not None:
+        warm = state.seen[batch["ids"]]
+        x0 = jnp.where(warm[:, None, None], state.buffer[batch["ids"]], x0)
+    else:
+        warm = jnp.zeros(y.shape[0], bool)
+    probes = BackwardProbe.zeros(y.shape[0])
+
+    def value_and_grad(split, shard):
+        params, rest = split
+        probes, b, x0 = shard
+
+        def objective(p, pr):
+            return loss_fn(eqx.combine(p, rest), pr, b, x0)
+
+        (loss, sol), (grads, gprobe) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+            params, probes
+        )
+        return (loss, (sol, gprobe)), grads
+
+    if config.devices > 1:  # each device solves its slice of the batch; grads are averaged
+        value_and_grad = distributed.data_parallel(
+            value_and_grad, distributed.data_mesh(config.devices)
+        )
+    (loss, (sol, gprobe)), grads = value_and_grad((params, rest), (probes, batch, x0))
+    updates, opt_state = optimizer.update(grads, state.opt_state, params)
+    updated = optax.apply_updates(params, updates)  # type: ignore[arg-type]
+    new_model = cast(AbstractModel, eqx.combine(updated, rest)).refresh()
+    fs = sol.stats
+    skip = jnp.zeros((), bool)
+    if config.skip_unconverged:  # keep the old state: this gradient is not the implicit one
+        ok = jnp.all(fs.converged) & jnp.all(gprobe.converged > 0.5) & jnp.isfinite(loss)
+        skip = ~ok
+        new_params, opt_state = jax.tree.map(
+            lambda new, old: jnp.where(ok, new, old),
+            (new_model.params(), opt_state),
+            (params, state.opt_state),
+        )
+        new_model = eqx.combine(new_params, rest)
+    buffer, seen = state.buffer, state.seen
+    if buffer is not None:
+        buffer = buffer.at[batch["ids"]].set(jax.lax.stop_gradient(sol.value))
+        seen = seen.at[batch["ids"]].set(True)
+    masked = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, model.trainable())
+    metrics = {
+        "loss": loss,
+        "psnr": jnp.mean(psnr(sol.value, batch["x"], config.data_range)),
+        "fwd_iters": jnp.mean(fs.iterations.astype(jnp.float32)),
+        "fwd_iters_max": jnp.max(fs.iterations),
+        "fwd_residual": jnp.max(fs.residual),
+        "fwd_converged": jnp.mean(fs.converged.astype(jnp.float32)),
+        "bwd_iters": jnp.mean(gprobe.iterations),
+        "bwd_iters_max": jnp.max(gprobe.iterations),
+        "bwd_residual": jnp.max(gprobe.residual),
+        "bwd_converged": jnp.mean((gprobe.converged > 0.5).astype(jnp.float32)),
+        "grad_norm": optax.tree.norm(masked),
+        "lr": make_schedule(config)(state.step),
+        "tau": model.tau,
+        "warm": jnp.mean(warm.astype(jnp.float32)),
+        "skipped": skip.astype(jnp.float32),
+    }
+    new = TrainState(state.step + 1, new_model, opt_state, buffer, seen)
+    return new, metrics
+
+
+def make_train_step(model: AbstractModel, task: Task, config: TrainConfig) -> TrainStep:
     """ONE jit-compiled step ``step(state, batch) -> (state, metrics)``: ``vmap`` of
     :func:`jaxinv.fixed_point` over the batch (the map and adjoint of ``config.model``), the MSE
-    loss, ``jax.value_and_grad`` with a :class:`jaxinv.BackwardProbe` for the adjoint statistics,
-    the optax update and ``instance.refresh``. See :class:`TrainStep` for the metrics. ``task``
-    must be the task ``instance`` was built for (it is used only to check that)."""
-    _check_task(instance, task)
-    return TrainStep(instance, config)
+    loss, ``jax.value_and_grad`` w.r.t. the model's parameters with a
+    :class:`jaxinv.BackwardProbe` for the adjoint statistics, the optax update and
+    ``model.refresh()``. See :class:`TrainStep` for the metrics. ``model`` and ``task`` are
+    checked to belong together (the step itself takes the model from ``state.params``)."""
+    _check_task(model, task)
+    return TrainStep(config)
 
 
-def _check_task(instance: ModelInstance, task: Task) -> None:
+def _check_task(model: AbstractModel, task: Task) -> None:
+    if not isinstance(model, AbstractModel):
+        raise ValueError(
+            "expected a model built by jaxinv.models (an AbstractModel), got "
+            f"{type(model).__name__}; build one with jaxinv.models.build_model"
+        )
     if not isinstance(task, Task):
         raise ValueError(f"task must be a jaxinv.tasks.Task, got {type(task).__name__}")
-    op = task.operator(instance.image_shape)
-    if type(op) is not type(instance.operator):
+    op = task.operator(model.image_shape)
+    if type(op) is not type(model.operator):
         raise ValueError(
-            f"the model instance was built for a {type(instance.operator).__name__} operator but "
-            f"the task {task.name!r} uses {type(op).__name__}; build the model for this task"
+            f"the model was built for a {type(model.operator).__name__} operator but the task "
+            f"{task.name!r} uses {type(op).__name__}; build the model for this task"
         )
 
 
 @eqx.filter_jit
-def _reconstruct_jit(T, x0_fn, params, y, x0, solver, throw):
+def _reconstruct_jit(model, y, x0, solver, throw):
     def one(x0_, y_):
-        return fixed_point(T, x0_, params, y_, solver=solver, throw=throw)
+        return fixed_point(apply_model, x0_, model, y_, solver=solver, throw=throw)
 
-    x0 = jax.vmap(x0_fn)(y) if x0 is None else x0
+    x0 = jax.vmap(model.init_x)(y) if x0 is None else x0
     return jax.vmap(one)(x0, y)
 
 
 def reconstruct(
-    instance: ModelInstance,
+    model: AbstractModel,
     task: Task,
-    params: PyTree,
     y: Float[Array, "*B H W"],
     *,
     solver: AbstractFixedPointSolver | None = None,
@@ -268,35 +331,34 @@ def reconstruct(
     throw: bool = False,
 ) -> Solution:
     """Reconstruct measurements ``y`` (a batch ``(B, H, W)`` or one image ``(H, W)``) as the
-    fixed points of ``instance.T`` with ``params``; ``solver`` defaults to
-    ``Anderson(tol=1e-5, max_iter=500)``, ``x0`` to ``instance.x0_fn(y)``. Returns a
-    :class:`jaxinv.Solution` with per-sample ``stats``; with ``throw=False`` (default)
-    non-convergence is only reported there. Compiled once per instance, solver and shape."""
-    _check_task(instance, task)
+    fixed points of ``model``; ``solver`` defaults to ``Anderson(tol=1e-5, max_iter=500)``,
+    ``x0`` to ``model.init_x(y)``. Returns a :class:`jaxinv.Solution` with per-sample
+    ``stats``; with ``throw=False`` (default) non-convergence is only reported there. Compiled
+    once per model structure, solver and shape."""
+    _check_task(model, task)
     y = jnp.asarray(y)
     single = y.ndim == 2
     if single:
         y = y[None]
         x0 = None if x0 is None else jnp.asarray(x0)[None]
-    if y.ndim != 3 or y.shape[-2:] != instance.image_shape:
+    if y.ndim != 3 or y.shape[-2:] != model.image_shape:
         raise ValueError(
-            f"reconstruct: the model was built for {instance.image_shape} images, got y of shape "
+            f"reconstruct: the model was built for {model.image_shape} images, got y of shape "
             f"{y.shape}; rebuild it for this shape (load_run(..., image_shape=...))"
         )
-    dtype = jax.tree.leaves(params)[0].dtype
+    dtype = jax.tree.leaves(model.params())[0].dtype
     y = y.astype(dtype)
     x0 = None if x0 is None else jnp.asarray(x0, dtype)
     solver = Anderson(tol=1e-5, max_iter=500) if solver is None else solver
-    sol = _reconstruct_jit(instance.T, instance.x0_fn, params, y, x0, solver, throw)
+    sol = _reconstruct_jit(model, y, x0, solver, throw)
     if single:
         return Solution(sol.value[0], jax.tree.map(lambda a: a[0], sol.stats))
     return sol
 
 
 def evaluate(
-    instance: ModelInstance,
+    model: AbstractModel,
     task: Task,
-    params: PyTree,
     x: Float[Array, "B H W"],
     y: Float[Array, "B H W"],
     *,
@@ -305,7 +367,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Mean PSNR, SSIM and MSE of the reconstructions of ``y`` against ``x``, with the solves'
     mean and max iterations and the fraction converged."""
-    sol = reconstruct(instance, task, params, y, solver=solver)
+    sol = reconstruct(model, task, y, solver=solver)
     x = jnp.asarray(x, sol.value.dtype)
     s = sol.stats
     return {
