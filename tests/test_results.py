@@ -158,3 +158,35 @@ def test_linear_solvers_report_nonfinite():
     for solver in (ji.CG(), ji.GMRES(), ji.Picard(), ji.Anderson()):
         _, stats = solver.solve_linear(lambda v: v * jnp.nan, g)
         assert int(stats.result) == R.nonfinite, solver
+
+
+def test_cg_in_float32_past_its_attainable_accuracy_reports_stagnation():
+    # cond(A) = 1e4 in float32: the true residual cannot go below ~eps·cond ≈ 1e-3, while the
+    # CG recurrence residual keeps falling and passes tol = 1e-7 long before max_iter.
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(50, 50)))
+    a = (q * np.logspace(0, -4, 50)) @ q.T
+    m = jnp.asarray(np.eye(50) - a, jnp.float32)
+    g = jnp.asarray(rng.normal(size=50), jnp.float32)
+    _, stats = ji.CG(tol=1e-7, max_iter=5000).solve_linear(lambda v: m @ v, g)
+    assert int(stats.result) == R.stagnated
+    assert int(stats.iterations) < 5000 and float(stats.residual) > 1e-5
+    # The same system in float64 reaches the tolerance.
+    _, stats = ji.CG(tol=1e-7, max_iter=5000).solve_linear(
+        lambda v: m.astype(jnp.float64) @ v, g.astype(jnp.float64)
+    )
+    assert int(stats.result) == R.successful
+
+
+@pytest.mark.parametrize("member", [m for m in R if m != R.successful], ids=lambda m: m.name)
+def test_every_adjoint_failure_raises_its_cause_and_a_fix(member):
+    adjoint = ji.Implicit("gmres", tol=1e-6, max_iter=9)
+    stats = ji.Stats(jnp.asarray(9), jnp.asarray(1.0), jnp.asarray(int(member), jnp.int32))
+    cause = member.message.format(limit="max_iter=9 to tol=1e-06").split(":")[0]
+    with pytest.raises(RuntimeError, match=r"adjoint solve \(Implicit\(method='gmres'\)\)") as err:
+        adjoint._raise_if_failed(jnp.zeros(2), stats).block_until_ready()
+    message = str(err.value)
+    assert cause in message
+    assert any(word in message for word in ("reduce", "Increase", "use method", "Loosen"))
+    ok = ji.Stats(jnp.asarray(3), jnp.asarray(0.0), jnp.asarray(0, jnp.int32))
+    np.testing.assert_array_equal(adjoint._raise_if_failed(jnp.ones(2), ok), jnp.ones(2))
