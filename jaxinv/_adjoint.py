@@ -69,7 +69,16 @@ class AbstractImplicitAdjoint(AbstractAdjoint):
         """``u`` for the cotangent ``g``, given ``m(u) = (∂ₓT)ᵀ u`` at the fixed point; raise at
         run time on failure when ``throw``."""
 
-    def apply(self, solver, fn, x0, args, residual, probe, throw):
+    def apply(
+        self,
+        solver: AbstractFixedPointSolver,
+        fn: ArgsMap,
+        x0: Array,
+        args: Any,
+        residual: Residual,
+        probe: BackwardProbe,
+        throw: bool,
+    ) -> tuple[Array, Stats]:
         @jax.custom_vjp
         def solve(x0, args, probe):
             return iterate(solver, lambda v: fn(v, args), x0, residual)
@@ -163,7 +172,7 @@ class Implicit(AbstractImplicitAdjoint):
         kind = type(self.linear_solver)
         return next((k for k, v in METHODS.items() if v is kind), kind.__name__)
 
-    def backward(self, m, g, throw):
+    def backward(self, m: Callable[[Array], Array], g: Array, throw: bool) -> tuple[Array, Stats]:
         u, stats = self.linear_solver.solve_linear(m, g)
         if throw:
             u = self._raise_if_failed(u, stats)
@@ -199,7 +208,7 @@ class JacobianFree(AbstractImplicitAdjoint):
     It never raises.
     """
 
-    def backward(self, m, g, throw):
+    def backward(self, m: Callable[[Array], Array], g: Array, throw: bool) -> tuple[Array, Stats]:
         gnorm = jnp.linalg.norm(g)
         res = jnp.linalg.norm(m(g)) / jnp.where(gnorm > 0, gnorm, 1)
         result = jnp.where(jnp.isfinite(res), status(RESULTS.successful), status(RESULTS.nonfinite))
@@ -213,6 +222,15 @@ class Unrolled(AbstractAdjoint):
     is that of the truncated iteration (equal to the implicit one only at convergence).
     """
 
-    def apply(self, solver, fn, x0, args, residual, probe, throw):
+    def apply(
+        self,
+        solver: AbstractFixedPointSolver,
+        fn: ArgsMap,
+        x0: Array,
+        args: Any,
+        residual: Residual,
+        probe: BackwardProbe,
+        throw: bool,
+    ) -> tuple[Array, Stats]:
         x, stats = iterate_fixed(solver, lambda v: fn(v, args), x0, residual)
         return x, jax.lax.stop_gradient(stats)
