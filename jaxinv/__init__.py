@@ -16,10 +16,14 @@ from ._adjoint import JacobianFree as JacobianFree
 from ._adjoint import Unrolled as Unrolled
 from ._fixed_point import fixed_point as fixed_point
 from ._maps import gradient_step as gradient_step
+from ._results import RESULTS as RESULTS
 from ._solution import BackwardProbe as BackwardProbe
 from ._solution import Solution as Solution
 from ._solution import Stats as Stats
+from .solvers import CG as CG
+from .solvers import GMRES as GMRES
 from .solvers import AbstractFixedPointSolver as AbstractFixedPointSolver
+from .solvers import AbstractLinearSolver as AbstractLinearSolver
 from .solvers import Anderson as Anderson
 from .solvers import Picard as Picard
 

@@ -11,10 +11,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
-from ._adjoint import AbstractAdjoint, Implicit, JacobianFree, Unrolled
+from ._adjoint import AbstractAdjoint, Implicit
+from ._results import RESULTS, raise_if_failed
 from ._solution import BackwardProbe, Solution, Stats
 from ._tree import same_structure, tree_norm
-from .solvers import AbstractFixedPointSolver, Anderson, iterate, iterate_fixed
+from .solvers import AbstractFixedPointSolver, Anderson
 
 Map = Callable[[PyTree, PyTree, PyTree], PyTree]
 
@@ -40,7 +41,7 @@ def fixed_point(
         params: parameters (any pytree; array leaves are differentiable).
         y: data (any pytree; array leaves are differentiable).
         solver: forward solver, :class:`Anderson` (default) or :class:`Picard`.
-        adjoint: gradient strategy, :class:`Implicit` (default ``method="cg"``),
+        adjoint: gradient strategy, :class:`Implicit` (default ``linear_solver=CG()``),
             :class:`JacobianFree` or :class:`Unrolled`.
         throw: raise at run time (naming the cause and the fix) if the forward or the adjoint solve
             does not converge or produces non-finite values. With ``throw=False`` failures are
@@ -48,7 +49,8 @@ def fixed_point(
         probe: a :class:`BackwardProbe`; the gradient w.r.t. it reports the adjoint solve.
 
     Returns:
-        :class:`Solution` with ``value`` (``x*``, same structure as ``x0``) and ``stats``.
+        :class:`Solution` with ``value`` (``x*``, same structure as ``x0``) and ``stats``
+        (``stats.result`` a :class:`RESULTS` code).
 
     The forward residual is ``‖T(x) − x‖ / max(‖T(x)‖, 1)`` (relative for images, absolute near
     zero); under ``vmap`` every sample has its own iteration count, residual and flag.
@@ -89,11 +91,7 @@ def _fixed_point_jit(T, x0, params, y, solver, adjoint, throw, probe) -> Solutio
         return tree_norm(jax.lax.stop_gradient(fx - x)) / jnp.maximum(scale, 1)
 
     args = ((params_dyn, y_dyn), tuple(consts))
-    if isinstance(adjoint, Unrolled):
-        x, stats = iterate_fixed(solver, lambda v: fn(v, args), x0_flat, residual)
-        stats = jax.lax.stop_gradient(stats)
-    else:
-        x, stats = _implicit_solve(fn, solver, adjoint, throw, residual, x0_flat, args, probe)
+    x, stats = adjoint.apply(solver, fn, x0_flat, args, residual, probe, throw)
     if throw:
         x = _raise_if_failed(x, stats, solver)
     return Solution(value=unravel(x), stats=stats)
@@ -107,78 +105,16 @@ def _ravel(tree):
     return ravel_pytree(tree)[0]
 
 
-def _implicit_solve(fn, solver, adjoint, throw, residual, x0, args, probe):
-    @jax.custom_vjp
-    def solve(x0, args, probe):
-        return iterate(solver, lambda v: fn(v, args), x0, residual)
-
-    def solve_fwd(x0, args, probe):
-        x, stats = solve(x0, args, probe)
-        return (x, stats), (x, args, probe)
-
-    def solve_bwd(saved, cotangents):
-        x, args, probe = saved
-        g = cotangents[0]
-        _, vjp_x = jax.vjp(lambda v: fn(v, args), x)
-        u, astats = adjoint.solve(lambda v: vjp_x(v)[0], g)
-        if throw and not isinstance(adjoint, JacobianFree):
-            u = _raise_if_adjoint_failed(u, astats, adjoint)
-        _, vjp_args = jax.vjp(lambda a: fn(x, a), args)
-        (g_args,) = vjp_args(u)
-        g_probe = BackwardProbe(
-            astats.iterations.astype(probe.iterations.dtype) + jnp.zeros_like(probe.iterations),
-            astats.residual.astype(probe.residual.dtype) + jnp.zeros_like(probe.residual),
-            astats.converged.astype(probe.converged.dtype) + jnp.zeros_like(probe.converged),
-        )
-        return jnp.zeros_like(x), g_args, g_probe
-
-    solve.defvjp(solve_fwd, solve_bwd)
-    return solve(x0, args, probe)
-
-
 def _raise_if_failed(x: Array, stats: Stats, solver: AbstractFixedPointSolver) -> Array:
-    name = type(solver).__name__
-    finite = jnp.isfinite(stats.residual) & jnp.all(jnp.isfinite(x))
-    x = eqx.error_if(
-        x,
-        ~finite,
-        f"fixed_point: the forward {name} solve produced non-finite values. The map is probably "
-        "not a contraction: reduce the step (e.g. ji.safe_step), check the inputs for NaN/inf, "
-        "or use Picard(relaxation<1).",
-    )
-    return eqx.error_if(
-        x,
-        finite & ~stats.converged,
-        f"fixed_point: the forward {name} solve did not converge within max_iter="
-        f"{solver.max_iter} iterations to tol={solver.tol:g}. Increase max_iter, use Anderson, "
-        "reduce the step so the map contracts faster, or pass throw=False and inspect "
-        "solution.stats.",
-    )
-
-
-def _raise_if_adjoint_failed(u: Array, stats: Stats, adjoint: AbstractAdjoint) -> Array:
-    method = getattr(adjoint, "method", "")
-    finite = jnp.isfinite(stats.residual) & jnp.all(jnp.isfinite(u))
-    u = eqx.error_if(
-        u,
-        ~finite,
-        f"fixed_point: the adjoint solve (Implicit(method={method!r})) produced non-finite "
-        "values. For an untied (DEQ) map use method='gmres'; otherwise reduce the step so the "
-        "map contracts.",
-    )
-    hint = (
-        " CG needs a symmetric positive definite I − ∂T/∂x (a tied gradient-step map with a safe "
-        "step); for untied maps use method='gmres'."
-        if method == "cg"
-        else ""
-    )
-    return eqx.error_if(
-        u,
-        finite & ~stats.converged,
-        f"fixed_point: the adjoint solve (Implicit(method={method!r})) did not converge within "
-        f"max_iter={getattr(adjoint, 'max_iter', '?')} to tol={getattr(adjoint, 'tol', 0):g}. "
-        f"Increase max_iter, try method='gmres', or pass throw=False.{hint}",
-    )
+    fixes = {
+        RESULTS.max_iterations_reached: "Increase max_iter, use Anderson, reduce the step so the "
+        "map contracts faster, or pass throw=False and inspect solution.stats.",
+        RESULTS.nonfinite: "The map is probably not a contraction: reduce the step (e.g. "
+        "ji.energies.safe_step), check the inputs for NaN/inf, or use Picard(relaxation<1).",
+    }
+    limit = f"max_iter={solver.max_iter} iterations to tol={solver.tol:g}"
+    who = f"the forward {type(solver).__name__} solve"
+    return raise_if_failed(x, stats.result, who, limit, fixes)
 
 
 def _validate(T, x0, params, y, solver, adjoint, probe) -> None:

@@ -253,3 +253,46 @@ def test_jacobian_free_is_an_approximation_with_reported_error():
     diff = _max_diff(exact, jfb)
     assert 1e-6 < diff < 10 * _max_diff(exact, jax.tree.map(jnp.zeros_like, exact))
     assert float(jfb_probe.residual) > 1e-3  # the error of the approximation is visible
+
+
+@pytest.mark.parametrize(
+    "linear_solver,tied",
+    [
+        (ji.CG(**TIGHT), True),
+        (ji.GMRES(**TIGHT, restart=3), True),
+        (ji.GMRES(**TIGHT, restart=3), False),
+        (ji.Picard(**TIGHT), False),
+        (ji.Anderson(**TIGHT, memory=3, mixing=0.7), False),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, bool) else ("tied" if v else "deq"),
+)
+def test_linear_solver_objects_match_finite_differences(linear_solver, tied):
+    if tied:
+        params, y, step = _tied_nonlinear_problem()
+        T = ji.gradient_step(tied_energy, step)
+    else:
+        params, y = _deq_problem()
+        T = deq_map
+    adjoint = ji.Implicit(linear_solver=linear_solver)
+
+    def loss(params, y, probe):
+        sol = ji.fixed_point(
+            T, jnp.zeros(N), params, y, solver=ji.Anderson(**TIGHT), adjoint=adjoint, probe=probe
+        )
+        return jnp.sum(jnp.sin(sol.value))
+
+    probe = ji.BackwardProbe()
+    grads, probe_grad = jax.jit(jax.grad(lambda a, b: loss(*a, b), argnums=(0, 1)))(
+        (params, y), probe
+    )
+    assert int(probe_grad.as_stats().result) == ji.RESULTS.successful
+    assert float(probe_grad.residual) <= 1e-12
+    flat, unravel = jax.flatten_util.ravel_pytree((params, y))
+    gflat = jax.flatten_util.ravel_pytree(grads)[0]
+    assert float(jnp.max(jnp.abs(gflat))) > 1e-3  # not trivially zero
+    eps = 1e-6
+    f = jax.jit(lambda v: loss(*unravel(v), probe))
+    for i in range(0, flat.size, 7):
+        e = jnp.zeros_like(flat).at[i].set(eps)
+        fd = (f(flat + e) - f(flat - e)) / (2 * eps)
+        assert abs(float(fd) - float(gflat[i])) < 1e-7 * max(1.0, abs(float(fd))), i

@@ -1,7 +1,9 @@
-"""Forward fixed-point solvers and the loop that drives them."""
+"""Forward fixed-point solvers (driven by the one loop in :mod:`jaxinv._iterate`) and the linear
+solvers of the adjoint systems."""
 
 from ._anderson import Anderson as Anderson
 from ._base import AbstractFixedPointSolver as AbstractFixedPointSolver
-from ._base import iterate as iterate
-from ._base import iterate_fixed as iterate_fixed
+from ._base import AbstractLinearSolver as AbstractLinearSolver
+from ._cg import CG as CG
+from ._gmres import GMRES as GMRES
 from ._picard import Picard as Picard

@@ -1,4 +1,5 @@
-"""The interface every forward fixed-point solver implements, and the one loop that drives them."""
+"""The interfaces every solver implements: linear solvers for ``(I − M) u = g`` and forward
+fixed-point solvers for ``x = T(x)`` (which solve the linear systems too, as ``u ← M u + g``)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from .._iterate import Map, Residual, iterate
+from .._results import RESULTS, status
 from .._solution import Stats
 
-Map = Callable[[Array], Array]
-Residual = Callable[[Array, Array], Array]
+LinearMap = Callable[[Array], Array]
 
 
 def check_tolerances(name: str, tol: float, max_iter: int) -> None:
@@ -27,16 +28,30 @@ def check_tolerances(name: str, tol: float, max_iter: int) -> None:
         )
 
 
-class AbstractFixedPointSolver(eqx.Module):
-    """A forward solver for ``x = T(x)`` on a flat vector.
+class AbstractLinearSolver(eqx.Module):
+    """A solver for ``(I − M) u = g`` given only the product ``u ↦ M u``.
 
-    Subclasses hold their hyperparameters as static fields (so a new instance with the same
-    settings never recompiles) and implement ``init`` and ``step``; they never write loops: the
-    single driver :func:`iterate` runs them in a ``jax.lax.while_loop``.
+    These are the systems of implicit differentiation, ``M = (∂ₓT)ᵀ`` at the fixed point. Each
+    stops on the relative residual ``‖g − (I − M) u‖ / ‖g‖ <= tol`` and counts applications of
+    ``M`` in ``Stats.iterations``. Hyperparameters are static fields, so a new instance with the
+    same settings never recompiles.
     """
 
     tol: eqx.AbstractVar[float]
     max_iter: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def solve_linear(self, m: LinearMap, g: Array) -> tuple[Array, Stats]:
+        """Solve ``u − m(u) = g``; return ``u`` and its :class:`Stats`."""
+
+
+class AbstractFixedPointSolver(AbstractLinearSolver):
+    """A forward solver for ``x = T(x)``: ``init``, ``step`` and ``terminate``.
+
+    Solvers never write loops: the single driver :func:`jaxinv._iterate.iterate` runs them in a
+    ``jax.lax.while_loop``. Applied to the affine map ``u ↦ M u + g`` the same solver solves the
+    linear system ``(I − M) u = g`` (:meth:`solve_linear`; Picard's is Richardson iteration).
+    """
 
     @abc.abstractmethod
     def init(self, fn: Map, x: Array) -> Any:
@@ -47,48 +62,25 @@ class AbstractFixedPointSolver(eqx.Module):
         """One iteration: evaluate ``fn`` once at ``x``; return the next iterate, the new state
         and ``residual(x, fn(x))``."""
 
+    def terminate(
+        self, x: Array, state: Any, residual: Float[Array, ""]
+    ) -> tuple[Bool[Array, ""], Int[Array, ""]]:
+        """Whether to stop after a step that measured ``residual``, and with which status:
+        once ``residual <= tol`` (successful) or it is NaN (non-finite)."""
+        done = ~(residual > self.tol)
+        result = jnp.where(
+            jnp.isnan(residual), status(RESULTS.nonfinite), status(RESULTS.successful)
+        )
+        return done, result
 
-def iterate(
-    solver: AbstractFixedPointSolver,
-    fn: Map,
-    x0: Array,
-    residual: Residual,
-) -> tuple[Array, Stats]:
-    """Run ``solver`` on ``fn`` from ``x0`` until ``residual <= tol``, ``max_iter`` or a non-finite
-    residual, whichever comes first, in one ``while_loop``."""
-    dtype = x0.dtype
-    carry0 = (x0, solver.init(fn, x0), jnp.zeros((), jnp.int32), jnp.full((), jnp.inf, dtype))
+    def solve_linear(self, m: LinearMap, g: Array) -> tuple[Array, Stats]:
+        """Iterate ``u ← m(u) + g`` from ``u = g``; the residual ``‖m(u) + g − u‖ / ‖g‖`` is the
+        true relative residual of ``(I − M) u = g``, measured at the iterate before the last
+        update (whose successor, returned, is at least as accurate for a contraction)."""
+        gnorm = jnp.linalg.norm(g)
+        gnorm = jnp.where(gnorm > 0, gnorm, 1)
 
-    def cond(carry: tuple) -> Bool[Array, ""]:
-        _, _, k, res = carry
-        return (k < solver.max_iter) & (res > solver.tol)
+        def residual(u: Array, fu: Array) -> Array:
+            return jnp.linalg.norm(fu - u) / gnorm
 
-    def body(carry: tuple) -> tuple:
-        x, state, k, _ = carry
-        x_new, state, res = solver.step(fn, x, state, residual)
-        return x_new, state, k + 1, res.astype(dtype)
-
-    x, _, k, res = jax.lax.while_loop(cond, body, carry0)
-    return x, make_stats(k, res, solver.tol, x)
-
-
-def iterate_fixed(
-    solver: AbstractFixedPointSolver, fn: Map, x0: Array, residual: Residual
-) -> tuple[Array, Stats]:
-    """Exactly ``max_iter`` iterations in a differentiable ``fori_loop`` (unrolled gradients)."""
-    dtype = x0.dtype
-
-    def body(_: Int[Array, ""], carry: tuple) -> tuple:
-        x, state, _ = carry
-        x_new, state, res = solver.step(fn, x, state, residual)
-        return x_new, state, jax.lax.stop_gradient(res).astype(dtype)
-
-    carry0 = (x0, solver.init(fn, x0), jnp.full((), jnp.inf, dtype))
-    x, _, res = jax.lax.fori_loop(0, solver.max_iter, body, carry0)
-    k = jnp.asarray(solver.max_iter, jnp.int32)
-    return x, make_stats(k, res, solver.tol, jax.lax.stop_gradient(x))
-
-
-def make_stats(k: Int[Array, ""], res: Float[Array, ""], tol: float, x: Array) -> Stats:
-    finite = jnp.isfinite(res) & jnp.all(jnp.isfinite(x))
-    return Stats(iterations=k, residual=res, converged=finite & (res <= tol))
+        return iterate(self, lambda u: m(u) + g, g, residual)
