@@ -260,6 +260,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         tv=not args.no_tv,
         figure=args.figure,
+        compare=args.compare or (),
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -466,6 +467,13 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-images", type=_positive(int), help="use only the first N test images")
     e.add_argument("--no-tv", action="store_true", help="skip the TV baseline")
     e.add_argument("--figure", metavar="PNG", help="also write a reconstruction grid there")
+    e.add_argument(
+        "--compare",
+        action="append",
+        metavar="MODEL",
+        help="also restore the same degraded images with MODEL (a pretrained name or a run "
+        "directory trained for the same task and noise level); repeatable",
+    )
     e.set_defaults(func=cmd_eval)
     _add_restore_parser(sub)
 

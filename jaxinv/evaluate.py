@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import pretrained
 from .data import SPLITS, center_crops, load_image_file, load_images, load_mnist
 from .metrics import psnr, ssim
 
@@ -282,6 +283,31 @@ def _load(run: Path, shape: tuple[int, int] | None):
     return load_run(run, image_shape=shape)
 
 
+def _load_other(other: str | os.PathLike[str], shape: tuple[int, int] | None):
+    """A compared model: a run directory, else a pretrained name."""
+    if is_run_dir(other):
+        return _load(Path(other), shape)
+    if not pretrained.is_name(str(other)):
+        listing = ", ".join(pretrained.names()) or "none are installed"
+        raise EvaluationError(
+            f"cannot compare with {str(other)!r}: not a run directory nor a pretrained model "
+            f"(available: {listing})"
+        )
+    return pretrained.load(str(other), image_shape=shape)
+
+
+def _check_comparable(label: str, other: Any, config: Any) -> None:
+    """A compared model must solve the run's problem: same task, noise level and data range."""
+    mine, theirs = config.make_task(), other.make_task()
+    if (other.task, other.data_range) != (config.task, config.data_range) or not math.isclose(
+        theirs.sigma, mine.sigma, rel_tol=1e-6
+    ):
+        raise EvaluationError(
+            f"cannot compare with {label!r}: it was trained for {theirs.describe()} on "
+            f"{other.dataset} data, the run for {mine.describe()} on {config.dataset} data"
+        )
+
+
 def evaluate_run(
     run_dir: str | os.PathLike[str],
     images: Sequence[str | os.PathLike[str]] | None = None,
@@ -291,6 +317,7 @@ def evaluate_run(
     max_images: int | None = None,
     tv: bool = True,
     figure: str | os.PathLike[str] | None = None,
+    compare: Sequence[str | os.PathLike[str]] = (),
 ) -> dict[str, Any]:
     """Evaluate a run on held-out images (see the module docstring).
 
@@ -302,12 +329,17 @@ def evaluate_run(
         seed: noise seed (image ``i`` uses ``fold_in(PRNGKey(seed), i)``).
         tv: include the TV baseline (tuned on the validation set and cached in the run).
         figure: if given, write a ground truth / degraded / reconstruction / TV grid there.
+        compare: other trained models (pretrained names, :func:`jaxinv.pretrained.names`, or
+            run directories) restored from the SAME degraded images, each reported as one more
+            method named by its name; each must have been trained for the run's task, noise
+            level and data range.
 
     Returns:
         A JSON-serialisable dict: ``run``, ``task``, ``task_description``, ``model``, ``arch``,
         ``dataset``, ``sigma``, ``seed``, ``data_range``, ``num_params``, ``tv_weight``
-        (``None`` without TV), ``images`` (one dict per image: ``name``, ``shape``, and for each
-        of ``degraded``, ``reconstruction``, ``tv`` a dict with ``psnr`` and ``ssim``; the
+        (``None`` without TV), ``compare`` (the names of the compared models), ``images`` (one
+        dict per image: ``name``, ``shape``, and for each of ``degraded``, ``reconstruction``,
+        ``tv`` and each compared model a dict with ``psnr`` and ``ssim``; the
         reconstruction also has ``mse``, ``iterations`` and ``converged``) and ``mean`` (the
         same three dicts averaged over the images; ``converged`` as a fraction).
 
@@ -326,6 +358,9 @@ def evaluate_run(
         names, clean = read_user_images(images, config)
     ys = degrade_images(task, clean, seed)
     dr = config.data_range
+    others = {str(Path(c).name if is_run_dir(c) else c): c for c in compare}
+    for label, other in others.items():
+        _check_comparable(label, _load_other(other, None)[0], config)
     tv_info = tune_tv_for_run(run, config, crop=crop) if tv else None
 
     groups: dict[tuple[int, int], list[int]] = {}
@@ -333,7 +368,8 @@ def evaluate_run(
         groups.setdefault(tuple(x.shape), []).append(i)
     dtype = jnp.result_type(float)
     rows: list[dict[str, Any]] = [{} for _ in clean]
-    arrays: dict[str, list[np.ndarray]] = {m: [None] * len(clean) for m in METHODS}  # type: ignore[list-item]
+    methods = (*METHODS, *others)
+    arrays: dict[str, list[np.ndarray]] = {m: [None] * len(clean) for m in methods}  # type: ignore[list-item]
     for shape, idx in groups.items():
         _, shaped = _load(run, None if shape == model.image_shape else shape)
         x = jnp.asarray(np.stack([clean[i] for i in idx]), dtype)
@@ -342,13 +378,17 @@ def evaluate_run(
         outs = {"degraded": degraded_view(task, y), "reconstruction": sol.value}
         if tv_info is not None:
             outs["tv"] = tv_reconstruct(task, y, tv_info["weight"])
+        for label, other in others.items():
+            other_config, other_model = _load_other(other, shape)
+            solver = other_config.forward_solver()
+            outs[label] = reconstruct(other_model, task, y, solver=solver).value
         scores = {m: _scores(v, x, dr) for m, v in outs.items()}
         mse = np.asarray(jnp.mean(jnp.square(sol.value - x), axis=(-2, -1)))
         iters = np.asarray(sol.stats.iterations)
         conv = np.asarray(sol.stats.converged)
         for j, i in enumerate(idx):
             row: dict[str, Any] = {"name": names[i], "shape": list(shape)}
-            for m in METHODS:
+            for m in methods:
                 if m in scores:
                     row[m] = {"psnr": float(scores[m][0][j]), "ssim": float(scores[m][1][j])}
                     arrays[m][i] = np.asarray(outs[m][j])
@@ -358,7 +398,7 @@ def evaluate_run(
             rows[i] = row
 
     mean: dict[str, dict[str, float]] = {}
-    for m in METHODS:
+    for m in methods:
         if m not in rows[0]:
             continue
         keys = [k for k in rows[0][m] if k != "converged"]
@@ -379,6 +419,7 @@ def evaluate_run(
         "data_range": dr,
         "num_params": model.num_params(),
         "tv_weight": None if tv_info is None else tv_info["weight"],
+        "compare": list(others),
         "images": rows,
         "mean": mean,
     }
@@ -388,10 +429,10 @@ def evaluate_run(
         lo = -1.0 if config.dataset == "mnist" else 0.0
         same = [i for i in range(len(clean)) if clean[i].shape == clean[0].shape]
         cols = {"ground truth": np.stack([clean[i] for i in same])}
-        for m in METHODS:
+        heads = {"degraded": "degraded", "reconstruction": config.model, "tv": "TV"}
+        for m in methods:
             if arrays[m][0] is not None:
-                label = {"degraded": "degraded", "reconstruction": config.model, "tv": "TV"}[m]
-                cols[label] = np.stack([arrays[m][i] for i in same])
+                cols[heads.get(m, m)] = np.stack([arrays[m][i] for i in same])
         reconstruction_grid(
             figure,
             cols,
@@ -405,8 +446,9 @@ def evaluate_run(
 def format_table(result: dict[str, Any], *, max_rows: int | None = 20) -> str:
     """A plain-text table of :func:`evaluate_run`'s result: one row per image (the first
     ``max_rows``) and the mean, with PSNR (dB) and SSIM of each method."""
-    methods = [m for m in METHODS if m in result["mean"]]
+    methods = [m for m in (*METHODS, *result.get("compare", ())) if m in result["mean"]]
     heads = {"degraded": "degraded", "reconstruction": result.get("model", "recon"), "tv": "TV"}
+    heads.update({m: m for m in result.get("compare", ())})
     rows = result["images"]
     width = max([len("image"), len("mean")] + [len(str(r["name"])) for r in rows[:max_rows]])
     width = min(width, 48)
