@@ -162,7 +162,11 @@ def test_resuming_checks_that_the_folder_is_unchanged(folder, tmp_path):
     with pytest.raises(CheckpointError, match="files have changed"):
         train(config, out, progress=False)
     (folder / "a" / "extra.png").unlink()
-    assert train(config, out, progress=False).finished
+    done = train(config, out, progress=False)
+    assert done.finished
+    for r in done.history:  # validation PSNR of the set's MSE, beside the per-patch mean
+        if r["kind"] == "val":
+            assert r["psnr_pooled"] == pytest.approx(10 * np.log10(1.0 / r["mse"]), rel=1e-6)
 
 
 def test_cli_trains_on_a_folder_and_reports_bad_folders(folder, tmp_path, capsys):
