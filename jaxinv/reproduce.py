@@ -17,7 +17,8 @@ minutes on two CPU cores; it checks the pipeline, it does not measure the method
 
 Measured durations on the 2-core development machine (Intel Xeon, jax 0.10.2):
 
-* ``jaxinv reproduce`` (full, the settings below): **3256 s wall (54 min)**, 2879 s of user CPU
+* ``jaxinv reproduce`` (full, the settings below before the MNIST learning rate and the
+  per-cell settings ``_CELLS`` were introduced): **3256 s wall (54 min)**, 2879 s of user CPU
   time, 1.7 GB peak memory, measured while a 25-minute training job and the test suite shared
   the two cores (load average 3-4), so an idle machine should need about 40 minutes. Per
   training step: 0.3-2.1 s for the dense MNIST models (batch 100), 0.2-1.6 s for the
@@ -71,12 +72,13 @@ _FULL = {
         # Adam moves every one of the 784² entries of W by about lr per step, while the initial
         # entries are 0.5/28 ≈ 0.018: at the paper's 1e-3, ‖W‖ tripled within 30 steps (τ 0.50
         # -> 0.09), 93% of the ReLUs of the denoiser died (20% -> 1.4% active; dead units get no
-        # gradient, so training stalled next to the identity: 26.02 dB against 26.02 for the
-        # input), and the DEQ deblurring map was untied by 36% in 10 steps, its Jacobian's
-        # spectral radius went 0.994 -> 1.16 and every solve diverged. At 1e-4 (30 steps, batch
-        # 100): denoising train MSE 7.31e-3 instead of 8.56e-3 (input 9.99e-3), ReLUs alive
-        # (7% active), ‖W‖ ≈ 1; DEQ deblurring stable (radius 0.996, all solves converged, loss
-        # 0.87 -> 0.159, was 2.09 and diverging); inpainting 0.158 instead of 0.249 at step 20.
+        # gradient), and the DEQ deblurring map was untied by 36% in 10 steps: two eigenvalues
+        # of λAᵀA + γVDW crossed to negative real parts (no step τ can then contract), the
+        # Jacobian's spectral radius went 0.994 -> 1.16 and every solve diverged. At 1e-4:
+        # DEQ deblurring stays stable (radius 0.990 after 120 steps, all solves converged, loss
+        # 1.01 -> 0.107 against 0.151 for the input), inpainting reaches 0.158 instead of 0.249
+        # at step 20, ‖W‖ stays ≈ 1. Denoising is NOT fixed by it: the full 200 steps end at
+        # 26.05 dB on the test digits (26.09 with init_scale 0.1) against 26.02 for the input.
         lr=1e-4,
         lr_final=1e-7,
         tol=1e-3,
