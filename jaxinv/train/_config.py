@@ -76,7 +76,8 @@ class TrainConfig:
             (Picard).
         adjoint: ``"cg"``, ``"gmres"``, ``"fixed_point"``, ``"anderson"`` or ``"jfb"``
             (Jacobian-free); ``None`` picks :data:`DEFAULT_ADJOINT` for ``model``;
-            ``adjoint_tol``, ``adjoint_max_iter``.
+            ``adjoint_tol``, ``adjoint_max_iter``, ``adjoint_restart`` (GMRES: the Krylov
+            dimension between restarts; 20 stalled on ill-conditioned inpainting systems).
         throw: raise on a non-converged solve (otherwise failures are only reported in the
             metrics; non-finite losses raise unless the step is skipped).
         skip_unconverged: leave the parameters and the optimiser state unchanged on a step
@@ -127,6 +128,7 @@ class TrainConfig:
     adjoint: str | None = None
     adjoint_tol: float = 1e-4
     adjoint_max_iter: int = 300
+    adjoint_restart: int = 20
     throw: bool = False
     skip_unconverged: bool = False
     seed: int = 0
@@ -146,7 +148,14 @@ class TrainConfig:
             _choose("adjoint", self.adjoint, ADJOINTS)
         for name in ("patch_size", "num_train", "num_val", "max_image_size", "batch_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("steps", "max_iter", "adjoint_max_iter", "memory", "devices"):
+        for name in (
+            "steps",
+            "max_iter",
+            "adjoint_max_iter",
+            "adjoint_restart",
+            "memory",
+            "devices",
+        ):
             _positive_int(name, getattr(self, name))
         for name in ("checkpoint_every", "eval_every", "seed"):
             v = getattr(self, name)
@@ -255,7 +264,11 @@ class TrainConfig:
         if method == "jfb":
             return JacobianFree()
         return Implicit(
-            method=method, tol=self.adjoint_tol, max_iter=self.adjoint_max_iter, memory=self.memory
+            method=method,
+            tol=self.adjoint_tol,
+            max_iter=self.adjoint_max_iter,
+            memory=self.memory,
+            restart=self.adjoint_restart,
         )
 
     # ---- serialisation ---------------------------------------------------------------------

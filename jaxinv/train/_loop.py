@@ -236,6 +236,8 @@ class _Loop:
         self.config, self.out, self.task = config, out, task
         self.step_fn, self.val, self.file, self.elapsed = step_fn, val, metrics_file, elapsed
         self.skips_in_a_row = 0
+        self.failing_in_a_row = 0  # steps whose adjoint solves mostly failed
+        self.warned = False
 
     def log(self, record: dict[str, Any]) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -254,6 +256,19 @@ class _Loop:
                 f"{m['bwd_residual']:.3g}, converged {m['fwd_converged']:.0%} / "
                 f"{m['bwd_converged']:.0%}). Raise max_iter / adjoint_max_iter, loosen tol, or "
                 "train again with a lower lr."
+            )
+        self.failing_in_a_row = self.failing_in_a_row + 1 if m["bwd_converged"] < 0.5 else 0
+        if self.failing_in_a_row >= MAX_SKIPS_IN_A_ROW and not self.warned:
+            self.warned = True
+            warnings.warn(
+                f"in {self.failing_in_a_row} steps in a row up to step {done} fewer than half of "
+                f"the adjoint solves converged (backward residual {m['bwd_residual']:.3g} after "
+                f"{m['bwd_iters_max']:.0f} iterations), so these gradients are not implicit "
+                "gradients. Raise adjoint_max_iter, use adjoint='gmres' (any map) or 'cg' (tied "
+                "maps), loosen adjoint_tol, or set skip_unconverged=True to keep only converged "
+                "steps (training then stops when they keep failing).",
+                RuntimeWarning,
+                stacklevel=3,
             )
         if not m["skipped"] and not math.isfinite(m["loss"]):
             raise FloatingPointError(
