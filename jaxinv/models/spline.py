@@ -175,7 +175,11 @@ class Spline(Architecture):
     complete 7×7 DCT basis (48 filters) with ``θ = 0.25`` (one knot spacing), ``s = 1.4`` gives
     25.4 dB (``s = 2.5``: 23.6; ``θ = 0.5``: 25.0; the untrained log-cosh fields of experts
     26.1); with 32 of the 48 filters the highest frequencies go unpenalised and the best start
-    was 23.8 dB, hence ``num_filters = size² − 1`` by default.
+    was 23.8 dB, hence ``num_filters = size² − 1`` by default. Trained (bilevel, 400 steps of 8
+    BSD400 patches 48×48, ``lr = 0.002``, ``lr_scale = {"coeffs": 30, "log_scale": 30}``) the
+    convex kind reached 26.2 dB on those patches (28.2 dB on Set12), the weakly convex kind with
+    ``mu = 0.5`` 26.9 dB (28.9 dB on Set12); the trained convex potentials put nearly all their
+    curvature in the central knot segment, so a finer ``spacing`` may suit them better.
 
     Options: ``num_filters``, ``size``, ``num_knots`` (``≥ 3``), ``spacing`` (``Δ``, in units of
     σ at initialisation), ``kind``, ``mu`` (``> 0`` for ``"weakly_convex"``, 0 otherwise),
