@@ -27,7 +27,7 @@ from typing import Any
 from .tasks import TASKS
 
 EXIT_USAGE = 2
-ARCHS = ("foe", "conv2x11", "conv30x3", "dense", "tv")
+ARCHS = ("foe", "conv2x11", "conv30x3", "dense", "tv", "spline")
 MODELS = ("bilevel", "deq")
 DATASETS = ("natural", "mnist")
 

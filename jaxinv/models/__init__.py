@@ -20,6 +20,8 @@ image_shape, tied)`` initialises its model. Registry (:data:`ARCHITECTURES`, :fu
   init, same normalisation;
 - ``"dense"`` (:class:`Dense` → :class:`DenseModel`): the paper's MNIST model, ``W`` (d×d) plus
   bias;
+- ``"spline"`` (:class:`Spline` → :class:`SplineModel`): the spline ridge regularizer with
+  learned convex (CRR-NN) or weakly convex (WCRR-NN) linear-spline potentials;
 - ``"tv"`` (:class:`TV` → :class:`TVModel`): smoothed total variation with one weight, tuned by
   :func:`jaxinv.tuning.tune_tv`.
 """
@@ -43,5 +45,7 @@ from .dense import Dense as Dense
 from .dense import DenseModel as DenseModel
 from .foe import FoE as FoE
 from .foe import FoEModel as FoEModel
+from .spline import Spline as Spline
+from .spline import SplineModel as SplineModel
 from .tv import TV as TV
 from .tv import TVModel as TVModel

@@ -13,6 +13,7 @@ from ._base import AbstractModel, Architecture
 from .conv import Conv2x11, Conv30x3
 from .dense import Dense
 from .foe import FoE
+from .spline import Spline
 from .tv import TV
 
 #: Architecture name -> its options class.
@@ -22,6 +23,7 @@ ARCHITECTURES: dict[str, type[Architecture]] = {
     "conv30x3": Conv30x3,
     "dense": Dense,
     "tv": TV,
+    "spline": Spline,
 }
 
 
