@@ -29,6 +29,13 @@ Formulations (``method=``), all exact up to rounding:
     The padded array is built so that XLA computes its input once, vectorised, straight into
     it (see ``_pad``), even when that input is a whole stencil times a residual, as in a VJP.
     Fastest on the CPU for small filters; compile time grows with F*k*k.
+``"matmul"``
+    the k*k shifted views of the padded images stacked, then one matrix product with the
+    ``(F, k*k)`` bank; the adjoint is the transposed product followed by k*k shifted sums (one
+    per tap, not one per filter and tap). Its compile time hardly grows with F (4-8x less than
+    the stencil's for 48 filters 7x7) and it is faster on small images, but it holds k*k
+    copies of every image and its Hessian-vector products are slower on large ones; chosen
+    explicitly, never by ``"auto"`` (measured for 48 filters 7x7 on 48x48 to 512x512 images).
 ``"fft"``
     products of real 2-D spectra (``rfft2``/``irfft2``); the zero boundary embeds the images
     in a grid enlarged by at least ``k // 2``; the reflect boundary pads the images
@@ -59,7 +66,7 @@ from jaxtyping import Array, Float
 from ._tree import EXACT
 
 BOUNDARIES = ("circular", "zero", "reflect")
-METHODS = ("auto", "stencil", "fft", "conv")
+METHODS = ("auto", "stencil", "matmul", "fft", "conv")
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,6 +371,42 @@ def _adj_stencil(z, filters, boundary):
     return _fold(out, lo, hi, h, w) if boundary == "reflect" else out
 
 
+def _patches(x, k: int, boundary: str, anchor):
+    """``(N, H, W) -> (N, k*k, H, W)``: the k*k shifted views of the once-padded images, tap
+    ``(a, b)`` at index ``a * k + b`` (``correlate`` is then one matrix product)."""
+    h, w = x.shape[-2:]
+    lo, hi = _split(k)
+    xp = _pad(x, lo, hi, boundary, anchor)
+    return jnp.stack([xp[:, a : a + h, b : b + w] for a in range(k) for b in range(k)], axis=1)
+
+
+def _corr_matmul(x, filters, boundary):
+    nf, k = filters.shape[0], filters.shape[-1]
+    cols = _patches(x, k, boundary, filters[0, 0, 0])
+    return jnp.einsum("fq,nqhw->nfhw", filters.reshape(nf, k * k), cols, precision=EXACT)
+
+
+def _adj_matmul(z, filters, boundary):
+    # per tap, the filter-weighted sum of the responses (one matrix product), then the
+    # transpose of _patches: each tap's plane shifted back and summed (k*k terms, not F*k*k)
+    nf, k = filters.shape[0], filters.shape[-1]
+    h, w = z.shape[-2:]
+    lo, hi = _split(k)
+    g = jnp.einsum("fq,nfhw->nqhw", filters.reshape(nf, k * k), z, precision=EXACT)
+    if boundary == "reflect":
+        gp, oh, ow = _pad(g, k - 1, k - 1, "zero", filters[0, 0, 0]), h + k - 1, w + k - 1
+    else:
+        gp, oh, ow = _pad(g, hi, lo, boundary, filters[0, 0, 0]), h, w
+
+    def term(a, b):
+        r, c = k - 1 - a, k - 1 - b
+        return lambda: gp[:, a * k + b, r : r + oh, c : c + ow]
+
+    terms = [term(a, b) for a in range(k) for b in range(k)]
+    out = _stencil_sum(_chunks(terms, _MAX_TERMS), k, filters[0, 0, 0])
+    return _fold(out, lo, hi, h, w) if boundary == "reflect" else out
+
+
 def _fft_grid(h: int, w: int, k: int, boundary: str) -> tuple[int, int]:
     if boundary == "circular":
         return h, w
@@ -454,6 +497,7 @@ def _adj_conv(z, filters, boundary):
 
 _IMPLS = {
     "stencil": (_corr_stencil, _adj_stencil),
+    "matmul": (_corr_matmul, _adj_matmul),
     "fft": (_corr_fft, _adj_fft),
     "conv": (_corr_conv, _adj_conv),
 }

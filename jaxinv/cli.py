@@ -354,6 +354,7 @@ def _add_restore_parser(sub: Any) -> None:
     s.add_argument("--tol", type=_positive(float), help="solver tolerance (default: MODEL's)")
     s.add_argument("--raw", action="store_true", help="also write DIR/<stem>.npy (float32)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_cache_options(s)
     s.set_defaults(func=cmd_restore)
 
 
@@ -395,6 +396,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------
 # parser and entry point
 # ----------------------------------------------------------------------------------------------
+
+
+def _add_cache_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        type=Path,
+        help="keep compiled programs in DIR for later runs (default: $JAXINV_COMPILATION_CACHE, "
+        "else ~/.cache/jaxinv/xla)",
+    )
+    g.add_argument(
+        "--no-compile-cache", action="store_true", help="compile everything in this process"
+    )
+
+
+def _use_compile_cache(args: argparse.Namespace) -> None:
+    from .compile_cache import default_cache_dir, enable_compilation_cache
+
+    if getattr(args, "no_compile_cache", False):
+        return
+    directory = getattr(args, "compile_cache", None) or default_cache_dir()
+    if directory is not None:
+        try:
+            enable_compilation_cache(directory)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -519,6 +547,8 @@ def make_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_reproduce)
+    for command in (t, e, r):
+        _add_cache_options(command)
     return p
 
 
@@ -530,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = parser.parse_args(argv)
+        _use_compile_cache(args)
         return int(args.func(args))
     except SystemExit as exc:  # --help
         return int(exc.code or 0)

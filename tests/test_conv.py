@@ -17,7 +17,12 @@ from jaxinv._conv import METHODS, choose_method, correlate, correlate_adjoint
 CONCRETE = [m for m in METHODS if m != "auto"]
 BOUNDARIES = ("circular", "zero", "reflect")
 # the derivative tests compile large programs: all boundaries for the CPU default, fewer else
-DERIV_CASES = {"stencil": BOUNDARIES, "fft": ("zero", "reflect"), "conv": ("circular", "reflect")}
+DERIV_CASES = {
+    "stencil": BOUNDARIES,
+    "matmul": BOUNDARIES,
+    "fft": ("zero", "reflect"),
+    "conv": ("circular", "reflect"),
+}
 SCIPY_MODE = {"zero": "constant", "reflect": "reflect"}  # scipy's "reflect" is half-sample
 
 
