@@ -24,12 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .tasks import TASKS
+from .data import dataset_info
+from .tasks import DATASETS, TASKS
 
 EXIT_USAGE = 2
 ARCHS = ("foe", "conv2x11", "conv30x3", "dense", "tv", "spline")
 MODELS = ("bilevel", "deq")
-DATASETS = ("natural", "mnist")
 
 
 class CLIError(Exception):
@@ -168,7 +168,7 @@ def build_train_config(args: argparse.Namespace):
     from .train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    arch = args.arch or ("dense" if args.dataset == "mnist" else "foe")
+    arch = args.arch or dataset_info(args.dataset or "natural").default_arch
     dataset = args.dataset or ("mnist" if arch == "dense" else "natural")
     if arch == "dense" and dataset != "mnist":
         raise CLIError("--arch dense is the paper's MNIST model; use --dataset mnist (the default)")

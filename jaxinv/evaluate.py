@@ -29,8 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import pretrained
-from .data import SPLITS, center_crops, load_image_file, load_images, load_mnist
+from .data import SPLITS, center_crops, load_image_file, load_images, load_mnist, sample_patches
 from .metrics import psnr, ssim
+from .models import TV
+from .solvers import reconstruction_solver
+from .train import atomic_write_text, load_run, reconstruct
+from .tuning import tune_tv, with_weight
 
 #: Name of the TV-baseline cache inside a run directory.
 TV_CACHE = "tv_baseline.json"
@@ -131,8 +135,7 @@ def read_user_images(
                 f"image {str(path)!r} is {image.shape[0]}x{image.shape[1]} but the dense model "
                 f"of this run only works on {h}x{w} images; resize it to {h}x{w}"
             )
-        if config.dataset == "mnist":
-            image = 2.0 * image - 1.0
+        image = config.data.from_unit(image)
         names.append(str(path))
         images.append(image.astype(np.float32))
     if not images:
@@ -159,23 +162,9 @@ def degrade_images(task: Any, images: Sequence[np.ndarray], seed: int) -> list[j
     return out  # type: ignore[return-value]
 
 
-def degraded_view(task: Any, y: jax.Array) -> jax.Array:
-    """What the degraded input looks like: ``y``, or ``Aᵀy`` (missing pixels zero) for
-    inpainting."""
-    if task.name == "inpaint":
-        return task.operator(y.shape[-2:]).adjoint(y)
-    return y
-
-
 # ----------------------------------------------------------------------------------------------
 # TV baseline
 # ----------------------------------------------------------------------------------------------
-
-
-def _tv_solver():
-    from .solvers import Anderson
-
-    return Anderson(tol=1e-5, max_iter=500)
 
 
 def validation_images(config: Any, *, crop: int = DEFAULT_CROP) -> np.ndarray:
@@ -185,7 +174,6 @@ def validation_images(config: Any, *, crop: int = DEFAULT_CROP) -> np.ndarray:
     from the validation photographs (shrunk like the training images), so the weight is tuned
     at about the scale it is tested at. MNIST: the first :data:`TV_TUNE_COUNT` validation digits.
     """
-    from .data import sample_patches
 
     if config.dataset == "mnist":
         return load_mnist("val").images[: 4 * TV_TUNE_COUNT]
@@ -208,8 +196,6 @@ def tune_tv_for_run(
     Returns ``{"weight", "eps", "val_psnr", "val_input_psnr", "task", "dataset", "crop",
     "trials"}``.
     """
-    from .train import load_run
-    from .tuning import tune_tv
 
     run = Path(run_dir)
     if config is None:
@@ -237,7 +223,7 @@ def tune_tv_for_run(
         key=TV_TUNE_SEED,
         eps=TV_EPS,
         data_range=config.data_range,
-        solver=_tv_solver(),
+        solver=reconstruction_solver(),
     )
     result = {
         "weight": tuning.weight,
@@ -248,8 +234,6 @@ def tune_tv_for_run(
         "trials": [[w, p] for w, p in tuning.trials],
     }
     try:
-        from .train._checkpoint import atomic_write_text
-
         atomic_write_text(cache, json.dumps(result, indent=2) + "\n")
     except OSError:
         pass  # a read-only run directory: tune again next time
@@ -258,13 +242,10 @@ def tune_tv_for_run(
 
 def tv_reconstruct(task: Any, y: jax.Array, weight: float, eps: float = TV_EPS) -> jax.Array:
     """Smoothed-TV reconstructions of a batch ``y`` ``(n, H, W)`` with the given weight."""
-    from .models import TV
-    from .train import reconstruct
-    from .tuning import with_weight
 
     model = TV(eps=eps).build(jax.random.PRNGKey(0), task, tuple(y.shape[-2:]))
     model = with_weight(model, jnp.asarray(weight, jnp.result_type(float)))
-    return reconstruct(model, task, y, solver=_tv_solver()).value
+    return reconstruct(model, task, y, solver=reconstruction_solver()).value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,7 +259,6 @@ def _scores(x: jax.Array, ref: jax.Array, data_range: float) -> tuple[np.ndarray
 
 
 def _load(run: Path, shape: tuple[int, int] | None):
-    from .train import load_run
 
     return load_run(run, image_shape=shape)
 
@@ -347,7 +327,6 @@ def evaluate_run(
         EvaluationError: not a run directory, or unusable image files.
         jaxinv.train.CheckpointError: the run's checkpoint is corrupt or from another model.
     """
-    from .train import reconstruct
 
     run = check_run_dir(run_dir)
     config, model = _load(run, None)
@@ -375,7 +354,7 @@ def evaluate_run(
         x = jnp.asarray(np.stack([clean[i] for i in idx]), dtype)
         y = jnp.stack([ys[i] for i in idx]).astype(dtype)
         sol = reconstruct(shaped, task, y, solver=config.forward_solver())
-        outs = {"degraded": degraded_view(task, y), "reconstruction": sol.value}
+        outs = {"degraded": task.degraded_view(y), "reconstruction": sol.value}
         if tv_info is not None:
             outs["tv"] = tv_reconstruct(task, y, tv_info["weight"])
         for label, other in others.items():
@@ -426,7 +405,7 @@ def evaluate_run(
     if figure is not None:
         from .plots import reconstruction_grid
 
-        lo = -1.0 if config.dataset == "mnist" else 0.0
+        lo = config.data.lo
         same = [i for i in range(len(clean)) if clean[i].shape == clean[0].shape]
         cols = {"ground truth": np.stack([clean[i] for i in same])}
         heads = {"degraded": "degraded", "reconstruction": config.model, "tv": "TV"}

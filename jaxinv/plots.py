@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import psnr
+from .models import as_dict
+from .train import load_run, make_datasets, reconstruct
+
 Records = Sequence[Mapping[str, Any]]
 
 
@@ -85,7 +89,6 @@ def reconstruction_grid(
     it. ``labels`` name the rows; at most ``max_images`` rows are drawn. Values are shown in
     grey on ``value_range`` (clipped).
     """
-    from .metrics import psnr
 
     if not columns:
         raise ValueError("reconstruction_grid needs at least one column")
@@ -326,8 +329,6 @@ def run_figures(
     model the first rows of ``W`` / columns of ``V`` as images) and, with ``reconstructions``,
     ``reconstructions.png`` (ground truth / degraded / reconstruction of validation examples).
     """
-    from .models import as_dict
-    from .train import load_run, make_datasets, reconstruct
 
     run = Path(run_dir)
     fig_dir = run / "figures"
@@ -355,10 +356,8 @@ def run_figures(
         _, val = make_datasets(config, task)
         n = min(max_images, len(val))
         sol = reconstruct(model, task, val.y[:n], solver=config.forward_solver())
-        y = np.asarray(val.y[:n])
-        if task.name == "inpaint":
-            y = np.asarray(task.operator((h, w)).adjoint(y))
-        lo = -1.0 if config.dataset == "mnist" else 0.0
+        y = np.asarray(task.degraded_view(val.y[:n]))
+        lo = config.data.lo
         out.append(
             reconstruction_grid(
                 fig_dir / "reconstructions.png",

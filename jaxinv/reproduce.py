@@ -45,7 +45,17 @@ from typing import Any
 
 import numpy as np
 
+from .evaluate import evaluate_run
+from .plots import comparison_bars, run_figures
 from .tasks import TASKS
+from .train import (
+    RunExistsError,
+    TrainConfig,
+    atomic_write_text,
+    load_run,
+    read_metrics,
+    train,
+)
 
 #: Architectures of the comparison and the dataset each is trained on.
 ARCHS = ("dense", "conv2x11", "conv30x3")
@@ -174,7 +184,6 @@ def experiment_config(
     """The :class:`jaxinv.train.TrainConfig` of one cell of the comparison: its dataset's
     settings, then the cell's own (:func:`cell_settings`); ``steps`` overrides the number of
     training steps."""
-    from .train import TrainConfig
 
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {list(ARCHS)}")
@@ -401,10 +410,6 @@ def run_reproduction(
 
     Returns ``{"rows", "settings", "duration_s", "markdown"}``.
     """
-    from .evaluate import evaluate_run
-    from .plots import comparison_bars, run_figures
-    from .train import RunExistsError, load_run, read_metrics, train
-    from .train._checkpoint import atomic_write_text
 
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)

@@ -47,10 +47,12 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import ArrayLike, Float
 
+from . import pretrained
 from .data import load_image_values, parse_sigma
 from .models import AbstractModel, as_dict, from_dict, refreshed
 from .operators import AbstractOperator, Blur, Identity, Mask, gaussian_kernel, motion_kernel
 from .tasks import Task
+from .train import CHECKPOINT, CheckpointError, TrainConfig, load_run, read_header, reconstruct
 
 #: σ below this (on the [0, 1] scale) counts as this in the λ rescaling ``(σ_t / σ)²``.
 SIGMA_FLOOR = 0.005
@@ -250,7 +252,8 @@ class Model:
     @property
     def value_range(self) -> tuple[float, float]:
         """``(lo, width)``: the model's data live on ``[lo, lo + width]`` (MNIST: [−1, 1])."""
-        return (-1.0, 2.0) if self.config.dataset == "mnist" else (0.0, 1.0)
+        data = self.config.data
+        return data.lo, data.data_range
 
     def describe(self) -> str:
         c = self.config
@@ -286,7 +289,6 @@ def _build(
     is built for ``task`` and ``shape``, given the trained parameters with λ multiplied by
     ``lam_scale``, and its ``refresh`` recomputes the derived leaves (τ, operator norms).
     """
-    from .train import load_run
 
     if not retarget and lam_scale == 1.0:
         return load_run(model.run, image_shape=shape)[1]
@@ -313,9 +315,6 @@ def open_model(model: str | os.PathLike[str] | Model) -> Model:
     Reads and verifies the checkpoint's header only; nothing is compiled. Raises
     :class:`RestoreError` if ``model`` is neither.
     """
-    from . import pretrained
-    from .train import CheckpointError, TrainConfig
-    from .train._checkpoint import CHECKPOINT, read_header
 
     if isinstance(model, Model):
         return model
@@ -536,7 +535,6 @@ def check_image(model: Model, plan: Plan, image: ArrayLike, name: str = "image")
 
 
 def _solve(model: Model, plan: Plan, image: np.ndarray) -> Restored:
-    from .train import reconstruct
 
     shape = tuple(image.shape[:2])
     built = model.built(plan, shape)  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .data import DATASETS as _DATASET_INFO
 from .data import parse_sigma
 from .operators import (
     AbstractOperator,
@@ -45,7 +46,7 @@ TASKS = ("denoise", "inpaint", "deblur")
 MASKS = ("rows", "pixels", "block")
 KERNELS = ("motion5", "motion11", "gaussian")
 BOUNDARIES = ("circular", "zero")
-DATASETS = ("natural", "mnist")
+DATASETS = tuple(_DATASET_INFO)
 
 # Fraction of the image that is *missing*, per mask kind (paper: a third of the rows on MNIST,
 # a quarter-area central block on CelebA; half the pixels for random-pixel inpainting).
@@ -163,6 +164,13 @@ class Task:
             key = jax.random.PRNGKey(key)
         ax = self.operator(x.shape[-2:])(x)
         return ax + jnp.asarray(self.sigma, ax.dtype) * jax.random.normal(key, ax.shape, ax.dtype)
+
+    def degraded_view(self, y: Float[Array, "*batch H W"]) -> Float[Array, "*batch H W"]:
+        """The measurement as an image to look at: ``y``, or for inpainting ``Aᵀy`` (the
+        observed pixels in place, the missing ones zero)."""
+        if self.name == "inpaint":
+            return self.operator(y.shape[-2:]).adjoint(y)
+        return y
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the fields."""

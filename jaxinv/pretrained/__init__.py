@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..train import CHECKPOINT, CONFIG, CheckpointError, TrainConfig, load_run, read_header
+
 #: Environment variable that replaces :func:`root` (for testing exports).
 ROOT_ENV = "JAXINV_PRETRAINED_ROOT"
 #: The files of a model directory: the run's two files, then the model card.
@@ -86,7 +88,6 @@ def load(
 ) -> Any:
     """Load the pretrained model ``name``: what :func:`jaxinv.train.load_run` returns for its
     run directory (for ``image_shape`` images if given)."""
-    from ..train import load_run
 
     return load_run(path(name, root=root), image_shape=image_shape)
 
@@ -119,8 +120,6 @@ def export(
             disagree; or ``name`` exists and ``overwrite`` is false.
         jaxinv.train.CheckpointError: the run has no checkpoint or it is corrupt.
     """
-    from ..train import CheckpointError, TrainConfig
-    from ..train._checkpoint import CHECKPOINT, CONFIG, read_header
 
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(

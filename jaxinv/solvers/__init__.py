@@ -7,3 +7,9 @@ from ._base import AbstractLinearSolver as AbstractLinearSolver
 from ._cg import CG as CG
 from ._gmres import GMRES as GMRES
 from ._picard import Picard as Picard
+
+
+def reconstruction_solver() -> Anderson:
+    """The forward solver of reconstructions and evaluations when none is given:
+    ``Anderson(tol=1e-5, max_iter=500)`` (memory 5)."""
+    return Anderson(tol=1e-5, max_iter=500)

@@ -9,9 +9,13 @@ sol = reconstruct(model, config.make_task(), y)
 ```
 """
 
+from ._checkpoint import CHECKPOINT as CHECKPOINT
+from ._checkpoint import CONFIG as CONFIG
 from ._checkpoint import CheckpointError as CheckpointError
 from ._checkpoint import RunExistsError as RunExistsError
+from ._checkpoint import atomic_write_text as atomic_write_text
 from ._checkpoint import load_checkpoint as load_checkpoint
+from ._checkpoint import read_header as read_header
 from ._checkpoint import save_checkpoint as save_checkpoint
 from ._config import DEFAULT_ADJOINT as DEFAULT_ADJOINT
 from ._config import TrainConfig as TrainConfig
@@ -35,6 +39,8 @@ from ._step import reconstruct as reconstruct
 from ._step import solve_batch as solve_batch
 
 __all__ = [
+    "CHECKPOINT",
+    "CONFIG",
     "DEFAULT_ADJOINT",
     "CheckpointError",
     "Examples",
@@ -43,6 +49,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainStep",
+    "atomic_write_text",
     "batch_indices",
     "build_instance",
     "evaluate",
@@ -55,6 +62,7 @@ __all__ = [
     "make_schedule",
     "make_train_step",
     "read_metrics",
+    "read_header",
     "reconstruct",
     "save_checkpoint",
     "solve_batch",

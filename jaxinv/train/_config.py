@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._adjoint import AbstractAdjoint, Implicit, JacobianFree
+from ..data import DatasetInfo, dataset_info
 from ..models import ARCHITECTURES, Architecture, get_model
 from ..solvers import AbstractFixedPointSolver, Anderson, Picard
 from ..tasks import DATASETS, TASKS, Task, make_task
@@ -223,14 +224,19 @@ class TrainConfig:
         return self.model == "bilevel"
 
     @property
+    def data(self) -> DatasetInfo:
+        """The dataset's value range and shape (:class:`jaxinv.data.DatasetInfo`)."""
+        return dataset_info(self.dataset)
+
+    @property
     def image_shape(self) -> tuple[int, int]:
         """Training image shape: ``(28, 28)`` for MNIST, else ``(patch_size, patch_size)``."""
-        return (28, 28) if self.dataset == "mnist" else (self.patch_size, self.patch_size)
+        return self.data.image_shape(self.patch_size)
 
     @property
     def data_range(self) -> float:
         """Width of the value range for PSNR/SSIM: 2 for MNIST on [−1, 1], 1 otherwise."""
-        return 2.0 if self.dataset == "mnist" else 1.0
+        return self.data.data_range
 
     @property
     def augments(self) -> bool:

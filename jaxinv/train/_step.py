@@ -25,7 +25,7 @@ from .._solution import BackwardProbe, Solution
 from ..metrics import psnr, ssim
 from ..models import AbstractModel, apply_model, partition
 from ..models._base import _name
-from ..solvers import AbstractFixedPointSolver, Anderson
+from ..solvers import AbstractFixedPointSolver, reconstruction_solver
 from ..tasks import Task
 from ._config import TrainConfig
 
@@ -349,7 +349,7 @@ def reconstruct(
     dtype = jax.tree.leaves(model.params())[0].dtype
     y = y.astype(dtype)
     x0 = None if x0 is None else jnp.asarray(x0, dtype)
-    solver = Anderson(tol=1e-5, max_iter=500) if solver is None else solver
+    solver = reconstruction_solver() if solver is None else solver
     sol = _reconstruct_jit(model, y, x0, solver, throw)
     if single:
         return Solution(sol.value[0], jax.tree.map(lambda a: a[0], sol.stats))
