@@ -527,7 +527,7 @@ def _bilinear_jvp(prim):
         if type(df) is not ad.Zero:
             parts.append(prim.bind(a, df, **params))
         if not parts:
-            return out, ad.Zero.from_primal_value(out)
+            return out, ad.Zero(jax.typeof(out).to_tangent_aval())
         return out, functools.reduce(jnp.add, parts)
 
     return jvp
