@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -161,7 +161,7 @@ def _label(rec: Mapping[str, Any], key: str) -> str:
     return f"{kind} {key}" if isinstance(kind, str) and kind else key
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -326,6 +326,8 @@ def run_figures(
     model the first rows of ``W`` / columns of ``V`` as images) and, with ``reconstructions``,
     ``reconstructions.png`` (ground truth / degraded / reconstruction of validation examples).
     """
+    import jax.numpy as jnp
+
     from .models import as_dict
     from .train import load_run, make_datasets, reconstruct
 
@@ -357,7 +359,7 @@ def run_figures(
         sol = reconstruct(model, task, val.y[:n], solver=config.forward_solver())
         y = np.asarray(val.y[:n])
         if task.name == "inpaint":
-            y = np.asarray(task.operator((h, w)).adjoint(y))
+            y = np.asarray(task.operator((h, w)).adjoint(jnp.asarray(y)))
         lo = -1.0 if config.dataset == "mnist" else 0.0
         out.append(
             reconstruction_grid(

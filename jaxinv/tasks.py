@@ -161,7 +161,7 @@ class Task:
             x = x.astype(jnp.result_type(float))
         if isinstance(key, int):
             key = jax.random.PRNGKey(key)
-        ax = self.operator(x.shape[-2:])(x)
+        ax = self.operator((x.shape[-2], x.shape[-1]))(x)
         return ax + jnp.asarray(self.sigma, ax.dtype) * jax.random.normal(key, ax.shape, ax.dtype)
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,4 +216,4 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"image_shape must be (H, W) with positive sizes, got {shape}")
-    return shape  # type: ignore[return-value]
+    return shape

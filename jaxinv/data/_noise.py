@@ -53,7 +53,7 @@ def add_gaussian_noise(
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     if isinstance(sigma, (str, Real)):
-        sigma = parse_sigma(sigma)  # type: ignore[arg-type]
+        sigma = parse_sigma(sigma)
     if isinstance(key, int):
         key = jax.random.key(key)
     noise = jax.random.normal(key, x.shape, dtype=x.dtype)
