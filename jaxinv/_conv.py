@@ -54,7 +54,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._tree import EXACT
 
@@ -68,8 +68,8 @@ METHODS = ("auto", "stencil", "fft", "conv")
 
 
 def correlate(
-    x: Float[Array, "*batch H W"],
-    filters: Float[Array, "F k k"],
+    x: Float[ArrayLike, "*batch H W"],
+    filters: Float[ArrayLike, "F k k"],
     boundary: str = "circular",
     method: str = "auto",
 ) -> Float[Array, "*batch F H W"]:
@@ -82,8 +82,8 @@ def correlate(
 
 
 def correlate_adjoint(
-    z: Float[Array, "*batch F H W"],
-    filters: Float[Array, "F k k"],
+    z: Float[ArrayLike, "*batch F H W"],
+    filters: Float[ArrayLike, "F k k"],
     boundary: str = "circular",
     method: str = "auto",
 ) -> Float[Array, "*batch H W"]:

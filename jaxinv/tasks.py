@@ -209,6 +209,7 @@ def make_task(name: str, *, dataset: str = "natural", **options: Any) -> Task:
         raise ValueError(f"make_task: unknown options {sorted(extra)}; choose from {sorted(known)}")
     fields = dict(_DEFAULTS[dataset][name])
     fields.update(options)
+    fields["sigma"] = parse_sigma(fields["sigma"])  # a Task's sigma is a number
     return Task(name=name, **fields)
 
 
