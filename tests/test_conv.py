@@ -254,7 +254,7 @@ def test_long_stencils_are_split_and_still_exact(monkeypatch):
         np.testing.assert_allclose(np.vdot(zz, z[:, : len(f)]), np.vdot(x, adj), rtol=1e-12)
 
 
-def test_choose_method_rule_and_errors():
+def test_choose_method_rule_and_errors(unchecked):
     cpu = functools.partial(choose_method, backend="cpu")
     assert cpu((96, 96), 5) == cpu((96, 96), 7) == cpu((256, 256), 9) == "stencil"
     assert cpu((96, 96), 9) == cpu((28, 28), 7) == cpu((256, 256), 11) == "fft"
@@ -272,7 +272,7 @@ def test_choose_method_rule_and_errors():
         correlate(x, f, "mirror")
     with pytest.raises(ValueError, match="method"):
         correlate(x, f, method="winograd")
-    with pytest.raises(ValueError, match="filter channels"):
+    with pytest.raises(ValueError, match="filter channels"), unchecked():
         correlate_adjoint(np.zeros((3, 8, 8)), f)
 
 
