@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxinv._conv import _split, choose_method, correlate, correlate_adjoint
+from jaxinv._conv import _split, _sum, choose_method, correlate, correlate_adjoint
 
 ROOT = Path(__file__).resolve().parent
 TAU = 0.1
@@ -124,7 +124,7 @@ def fused_ext(boundary):
             for a in range(k)
             for b in range(k)
         ]
-        return _tree(t, k)
+        return _sum(t, k)
 
     def vadj(tp, f, h, w):
         k, nf = f.shape[-1], f.shape[0]
@@ -134,7 +134,7 @@ def fused_ext(boundary):
             for a in range(k)
             for b in range(k)
         ]
-        return _tree(t, k)
+        return _sum(t, k)
 
     def ext(x, f):
         k = f.shape[-1]
@@ -177,21 +177,6 @@ def _mask_ext(z, k):
     j = jnp.arange(ww)[None, :]
     inside = (i >= hi) & (i < hh - lo) & (j >= hi) & (j < ww - lo)
     return jnp.where(inside, z, 0)
-
-
-def _tree(terms, chain):
-    parts = []
-    for i in range(0, len(terms), chain):
-        acc = terms[i]
-        for t in terms[i + 1 : i + chain]:
-            acc = acc + t
-        parts.append(acc)
-    while len(parts) > 1:
-        nxt = [parts[i] + parts[i + 1] for i in range(0, len(parts) - 1, 2)]
-        if len(parts) % 2:
-            nxt.append(parts[-1])
-        parts = nxt
-    return parts[0]
 
 
 # ----------------------------------------------------------------------------- timing

@@ -61,7 +61,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from ._tree import EXACT
 
@@ -75,8 +75,8 @@ METHODS = ("auto", "stencil", "matmul", "fft", "conv")
 
 
 def correlate(
-    x: Float[Array, "*batch H W"],
-    filters: Float[Array, "F k k"],
+    x: Float[ArrayLike, "*batch H W"],
+    filters: Float[ArrayLike, "F k k"],
     boundary: str = "circular",
     method: str = "auto",
 ) -> Float[Array, "*batch F H W"]:
@@ -89,8 +89,8 @@ def correlate(
 
 
 def correlate_adjoint(
-    z: Float[Array, "*batch F H W"],
-    filters: Float[Array, "F k k"],
+    z: Float[ArrayLike, "*batch F H W"],
+    filters: Float[ArrayLike, "F k k"],
     boundary: str = "circular",
     method: str = "auto",
 ) -> Float[Array, "*batch H W"]:
@@ -571,7 +571,7 @@ def _bilinear_jvp(prim):
         if type(df) is not ad.Zero:
             parts.append(prim.bind(a, df, **params))
         if not parts:
-            return out, ad.Zero.from_primal_value(out)
+            return out, ad.Zero(jax.typeof(out).to_tangent_aval())
         return out, functools.reduce(jnp.add, parts)
 
     return jvp

@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PyTree
 
@@ -156,7 +157,7 @@ def _validate(T, x0, params, y, solver, adjoint, probe) -> None:
         )
     for name, tree in (("x0", x0), ("y", y), ("params", params)):
         for leaf in jax.tree.leaves(tree):
-            if isinstance(leaf, (np.ndarray, jax.Array)) and not isinstance(leaf, jax.core.Tracer):
+            if isinstance(leaf, (np.ndarray, jax.Array)) and not isinstance(leaf, Tracer):
                 arr = np.asarray(leaf)
                 if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
                     raise ValueError(

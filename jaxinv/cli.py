@@ -39,7 +39,7 @@ class CLIError(Exception):
 class _Parser(argparse.ArgumentParser):
     """An argument parser that raises :class:`CLIError` instead of exiting."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         raise CLIError(f"{message} (see '{self.prog} --help')")
 
 
@@ -264,7 +264,7 @@ def _match_precision(run: Path) -> None:
 
     header, _ = read_header(run / "checkpoint.eqx")
     x64 = header.get("x64")
-    if x64 is not None and bool(x64) != bool(jax.config.jax_enable_x64):
+    if x64 is not None and bool(x64) != bool(jax.config.read("jax_enable_x64")):
         jax.config.update("jax_enable_x64", bool(x64))
 
 

@@ -56,8 +56,3 @@ def enable_compilation_cache(path: str | os.PathLike[str]) -> Path:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return directory
 
-
-def compilation_cache_dir() -> Path | None:
-    """The directory compiled programs are kept in now, or ``None``."""
-    value = jax.config.jax_compilation_cache_dir
-    return Path(value) if value else None

@@ -23,6 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import PyTree
 
 DATA_AXIS = "data"
+# jaxlib ships no stubs: in an annotation, pyright takes jax.Device for a variable
+_Devices = Sequence[jax.Device]
 
 
 def initialize(
@@ -41,7 +43,7 @@ def initialize(
     )
 
 
-def data_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
+def data_mesh(devices: int | _Devices | None = None) -> Mesh:
     """A one-axis mesh named ``"data"`` over ``devices`` (a count, a list, or all devices)."""
     available = jax.devices()
     if devices is None:

@@ -49,7 +49,7 @@ def _check_op(op: Any) -> None:
 
 
 def _residual_grad(op: AbstractOperator, x: Array, y: Array, lam: ArrayLike) -> Array:
-    return lam * op.adjoint(op(x) - y)
+    return op.adjoint(op(x) - y) * lam
 
 
 def data_fidelity(
@@ -60,7 +60,7 @@ def data_fidelity(
 ) -> Float[Array, ""]:
     """``λ/2 ‖A x − y‖²`` (summed over leading batch axes); its gradient is ``λ Aᵀ(A x − y)``."""
     r = op(x) - y
-    return 0.5 * lam * jnp.sum(jnp.square(r))
+    return jnp.sum(jnp.square(r)) * (0.5 * lam)
 
 
 def variational_energy(
@@ -245,11 +245,12 @@ def deq_conv_norms(
     ``normalize=True``.
     """
     require_keys(params, ("K", "C"), "deq_conv_norms")
-    kw = dict(key=key, num_iter=num_iter, dtype=params["K"].dtype)
-    return {
-        "K_norm": operator_norm(FilterBank(params["K"], boundary), shape, **kw),
-        "C_norm": operator_norm(FilterBank(params["C"], boundary), shape, **kw),
-    }
+
+    def norm(filters: Array) -> Array:
+        bank = FilterBank(filters, boundary)
+        return operator_norm(bank, shape, key=key, num_iter=num_iter, dtype=params["K"].dtype)
+
+    return {"K_norm": norm(params["K"]), "C_norm": norm(params["C"])}
 
 
 def deq_dense_map(
@@ -322,7 +323,8 @@ def lipschitz_bound(
     l1 = jnp.sum(jnp.abs(filters), axis=(1, 2))
     if boundary == "reflect":
         l1 = jnp.minimum(_shift_l1(filters), _parity_l1(filters))
-    return lam * op_norm**2 + pot.sup_ddrho * jnp.sum(jnp.abs(weights) * l1**2)
+    curvature = pot.sup_ddrho * jnp.sum(jnp.abs(weights) * l1**2)
+    return curvature + lam * op_norm**2
 
 
 def _shift_l1(filters: Array) -> Array:
@@ -339,7 +341,8 @@ def _parity_l1(filters: Array) -> Array:
     g = jnp.pad(filters, ((0, 0), (0, 2 * c + 1 - k), (0, 2 * c + 1 - k)))
     fr, fc, frc = jnp.flip(g, 1), jnp.flip(g, 2), jnp.flip(g, (1, 2))
     parts = [(g + a * fr + b * fc + a * b * frc) / 4 for a in (1, -1) for b in (1, -1)]
-    return sum(jnp.sum(jnp.abs(q), axis=(1, 2)) for q in parts)
+    l1 = [jnp.sum(jnp.abs(q), axis=(1, 2)) for q in parts]
+    return l1[0] + l1[1] + l1[2] + l1[3]
 
 
 def dense_lipschitz_bound(

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -159,7 +159,7 @@ def degrade_images(task: Any, images: Sequence[np.ndarray], seed: int) -> list[j
         y = jax.vmap(task.degrade)(x, keys)
         for j, i in enumerate(idx):
             out[i] = y[j]
-    return out  # type: ignore[return-value]
+    return cast(list[jax.Array], out)  # every image is in one group
 
 
 # ----------------------------------------------------------------------------------------------
@@ -348,7 +348,7 @@ def evaluate_run(
     dtype = jnp.result_type(float)
     rows: list[dict[str, Any]] = [{} for _ in clean]
     methods = (*METHODS, *others)
-    arrays: dict[str, list[np.ndarray]] = {m: [None] * len(clean) for m in methods}  # type: ignore[list-item]
+    arrays: dict[str, list[np.ndarray | None]] = {m: [None] * len(clean) for m in methods}
     for shape, idx in groups.items():
         _, shaped = _load(run, None if shape == model.image_shape else shape)
         x = jnp.asarray(np.stack([clean[i] for i in idx]), dtype)
@@ -410,8 +410,9 @@ def evaluate_run(
         cols = {"ground truth": np.stack([clean[i] for i in same])}
         heads = {"degraded": "degraded", "reconstruction": config.model, "tv": "TV"}
         for m in methods:
-            if arrays[m][0] is not None:
-                cols[heads.get(m, m)] = np.stack([arrays[m][i] for i in same])
+            if arrays[m][0] is not None:  # then it was scored on every image
+                shown = cast(list[np.ndarray], [arrays[m][i] for i in same])
+                cols[heads.get(m, m)] = np.stack(shown)
         reconstruction_grid(
             figure,
             cols,

@@ -23,7 +23,8 @@ _K1, _K2 = 0.01, 0.03
 def _prepare(x: ArrayLike, ref: ArrayLike) -> tuple[jax.Array, jax.Array]:
     x, ref = jnp.asarray(x), jnp.asarray(ref)
     dtype = jnp.result_type(x.dtype, ref.dtype, float)
-    return jnp.broadcast_arrays(x.astype(dtype), ref.astype(dtype))
+    x, ref = jnp.broadcast_arrays(x.astype(dtype), ref.astype(dtype))
+    return x, ref
 
 
 def mse(x: ArrayLike, ref: ArrayLike, *, image_ndim: int = 2) -> jax.Array:

@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def _label(rec: Mapping[str, Any], key: str) -> str:
     return f"{kind} {key}" if isinstance(kind, str) and kind else key
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: Any) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 

@@ -72,7 +72,7 @@ MODELS = ("bilevel", "deq")
 # iterations) instead of 1e-14, and 150 steps instead of 500 epochs. Sized so the whole grid
 # runs in under an hour on two CPU cores.
 _SOLVER = dict(solver="anderson", adjoint="anderson", memory=5, schedule="cosine")
-_FULL = {
+_FULL: dict[str, dict[str, Any]] = {
     "mnist": dict(
         _SOLVER,
         num_train=4000,
@@ -117,7 +117,7 @@ _FULL = {
 }
 # Quick: the same solvers on a few tiny examples for 2 steps. The test images have the shape and
 # count of the validation set, so their solve reuses the validation solve's compilation.
-_QUICK = {
+_QUICK: dict[str, dict[str, Any]] = {
     "mnist": dict(
         _FULL["mnist"],
         num_train=32,

@@ -266,7 +266,7 @@ class Model:
 
     def match_precision(self) -> None:
         """Switch JAX to the floating-point precision the model was trained in."""
-        if bool(self.x64) != bool(jax.config.jax_enable_x64):
+        if bool(self.x64) != bool(jax.config.read("jax_enable_x64")):
             jax.config.update("jax_enable_x64", bool(self.x64))
 
     def built(self, plan: Plan, shape: tuple[int, int]) -> AbstractModel:
@@ -537,11 +537,11 @@ def check_image(model: Model, plan: Plan, image: ArrayLike, name: str = "image")
 def _solve(model: Model, plan: Plan, image: np.ndarray) -> Restored:
 
     shape = tuple(image.shape[:2])
-    built = model.built(plan, shape)  # type: ignore[arg-type]
+    built = model.built(plan, shape)
     lo, width = model.value_range
     dtype = jax.tree.leaves(built.params())[0].dtype
     channels = image[..., None] if image.ndim == 2 else image
-    op = plan.task.operator(shape)  # type: ignore[arg-type]
+    op = plan.task.operator(shape)
     offset = lo * op(jnp.ones(shape, dtype)) if lo else 0.0  # A(lo + width x) = lo A1 + width Ax
     out, iters, resid, conv = [], [], [], []
     for c in range(channels.shape[-1]):

@@ -26,7 +26,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .data import DATASETS as _DATASET_INFO
 from .data import parse_sigma
@@ -162,14 +162,15 @@ class Task:
             x = x.astype(jnp.result_type(float))
         if isinstance(key, int):
             key = jax.random.PRNGKey(key)
-        ax = self.operator(x.shape[-2:])(x)
+        ax = self.operator((x.shape[-2], x.shape[-1]))(x)
         return ax + jnp.asarray(self.sigma, ax.dtype) * jax.random.normal(key, ax.shape, ax.dtype)
 
-    def degraded_view(self, y: Float[Array, "*batch H W"]) -> Float[Array, "*batch H W"]:
+    def degraded_view(self, y: Float[ArrayLike, "*batch H W"]) -> Float[Array, "*batch H W"]:
         """The measurement as an image to look at: ``y``, or for inpainting ``Aᵀy`` (the
         observed pixels in place, the missing ones zero)."""
+        y = jnp.asarray(y)
         if self.name == "inpaint":
-            return self.operator(y.shape[-2:]).adjoint(y)
+            return self.operator((y.shape[-2], y.shape[-1])).adjoint(y)
         return y
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,6 +218,7 @@ def make_task(name: str, *, dataset: str = "natural", **options: Any) -> Task:
         raise ValueError(f"make_task: unknown options {sorted(extra)}; choose from {sorted(known)}")
     fields = dict(_DEFAULTS[dataset][name])
     fields.update(options)
+    fields["sigma"] = parse_sigma(fields["sigma"])  # a Task's sigma is a number
     return Task(name=name, **fields)
 
 
@@ -224,4 +226,4 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"image_shape must be (H, W) with positive sizes, got {shape}")
-    return shape  # type: ignore[return-value]
+    return shape

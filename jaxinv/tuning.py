@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._fixed_point import fixed_point
 from .metrics import psnr
@@ -49,10 +49,10 @@ def _score(model, log_w, y, images, solver, data_range):
 
 def tune_tv(
     task: Task,
-    images: Float[Array, "n H W"],
+    images: Float[ArrayLike, "n H W"],
     *,
     key: PRNGKeyArray | int = 0,
-    y: Float[Array, "n H W"] | None = None,
+    y: Float[ArrayLike, "n H W"] | None = None,
     weight_range: tuple[float, float] = (1e-3, 1.0),
     grid: int = 7,
     refine: int = 6,

@@ -193,6 +193,7 @@ def test_linear_solver_objects_under_jit_and_vmap(solver):
     assert bool(jnp.all(stats.residual <= 1e-11))
 
 
+@pytest.mark.unchecked  # passes ill-typed values on purpose
 def test_implicit_rejects_mixed_spellings_and_bad_solvers():
     with pytest.raises(ValueError, match="either linear_solver"):
         ji.Implicit("cg", linear_solver=ji.CG())

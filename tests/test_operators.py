@@ -171,6 +171,7 @@ def test_operator_norm_is_differentiable():
     np.testing.assert_allclose(*check(k, v), rtol=1e-5)
 
 
+@pytest.mark.unchecked  # passes ill-typed values on purpose
 def test_bad_input_raises():
     with pytest.raises(ValueError, match="boundary"):
         Blur(motion_kernel(3), "mirror")

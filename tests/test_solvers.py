@@ -178,6 +178,7 @@ def test_cg_on_untied_map_fails_loudly_and_gmres_succeeds():
         lambda: ji.gradient_step(lambda x, p, y: jnp.sum(x**2), -0.1),
     ],
 )
+@pytest.mark.unchecked  # passes ill-typed values on purpose
 def test_bad_settings_raise_value_error(make):
     with pytest.raises(ValueError):
         make()

@@ -435,6 +435,7 @@ def test_hypergradient_through_fixed_point():
 # ---- bad input ---------------------------------------------------------------------------------
 
 
+@pytest.mark.unchecked  # passes ill-typed values on purpose
 def test_bad_input_raises():
     x = jnp.zeros(SHAPE)
     reg = _reg()

@@ -268,6 +268,7 @@ def test_options_round_trip_through_json():
         ({"threshold": 1.0}, "unknown options"),
     ],
 )
+@pytest.mark.unchecked  # passes ill-typed values on purpose
 def test_bad_options_raise(options, match):
     with pytest.raises(ValueError, match=match):
         models.get_model("spline", **options)

@@ -9,7 +9,7 @@ class, i.e. 4,000 / 500 / 500), then each split is shuffled. Pixel values are sc
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 
@@ -88,8 +88,9 @@ def load_mnist(split: str = "train", *, scale: str = "[-1,1]") -> LabeledImages:
 def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits as read-only ``(1797, 8, 8)`` values 0..16 and labels."""
     from sklearn.datasets import load_digits
+    from sklearn.utils import Bunch
 
-    bunch = load_digits()
+    bunch = cast(Bunch, load_digits())  # a Bunch unless return_X_y=True
     x = np.asarray(bunch.images, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     x.flags.writeable = False

@@ -7,12 +7,13 @@ from numbers import Real
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 _HINT = "give sigma on the [0,1] scale or as '25/255'"
 
 
-def parse_sigma(sigma: float | str) -> float:
+def parse_sigma(sigma: float | np.floating | np.integer | str) -> float:
     """Return a noise standard deviation on the [0, 1] scale as a float.
 
     Accepted: a number in [0, 1] (``0.1``), or a string holding one (``"0.1"``) or a fraction
@@ -53,7 +54,7 @@ def add_gaussian_noise(
     if not jnp.issubdtype(x.dtype, jnp.floating):
         x = x.astype(jnp.result_type(float))
     if isinstance(sigma, (str, Real)):
-        sigma = parse_sigma(sigma)  # type: ignore[arg-type]
+        sigma = parse_sigma(sigma)
     if isinstance(key, int):
         key = jax.random.key(key)
     noise = jax.random.normal(key, x.shape, dtype=x.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, overload
 
 import numpy as np
 
@@ -27,6 +28,30 @@ def _check(images: Sequence[np.ndarray], h: int, w: int) -> list[np.ndarray]:
                 f"{h}x{w} patch"
             )
     return arrays
+
+
+@overload
+def sample_patches(
+    images: Sequence[np.ndarray],
+    size: int | tuple[int, int],
+    count: int,
+    *,
+    seed: int | np.random.Generator,
+    augment: bool = ...,
+    return_positions: Literal[False] = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def sample_patches(
+    images: Sequence[np.ndarray],
+    size: int | tuple[int, int],
+    count: int,
+    *,
+    seed: int | np.random.Generator,
+    augment: bool = ...,
+    return_positions: Literal[True],
+) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def sample_patches(

@@ -173,16 +173,18 @@ class Architecture:
 
     name: ClassVar[str]
     untied_ok: ClassVar[bool] = True
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # set by each subclass
 
     def build(
-        self, key: PRNGKeyArray, task: Task, image_shape: tuple[int, int], tied: bool = True
+        self, key: PRNGKeyArray, task: Task, image_shape: Sequence[int], tied: bool = True
     ) -> AbstractModel:
-        """The initial model for ``task`` on ``image_shape`` images (derived leaves refreshed)."""
+        """The initial model for ``task`` on ``image_shape = (H, W)`` images (derived leaves
+        refreshed)."""
         raise NotImplementedError
 
     def options(self) -> dict[str, Any]:
         """The hyperparameters as a JSON-serialisable dict (``get_model(name, **options)``)."""
-        out = dataclasses.asdict(self)  # type: ignore[call-overload]
+        out = dataclasses.asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
 
@@ -217,7 +219,7 @@ def _check_common(arch: str, task: Task, image_shape: Sequence[int]) -> tuple[in
     shape = tuple(int(s) for s in image_shape)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"{arch}: image_shape must be (H, W), got {tuple(image_shape)}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _choose(what: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -35,7 +35,7 @@ def get_model(name: str, **options: Any) -> Architecture:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
     cls = ARCHITECTURES[name]
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {f.name for f in dataclasses.fields(cls)}
     extra = set(options) - known
     if extra:
         raise ValueError(f"{name}: unknown options {sorted(extra)}; choose from {sorted(known)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import ClassVar
 
 import equinox as eqx
@@ -145,7 +146,7 @@ class NormalisedConv(Architecture):
     c: float = 2.73
     step: str = "safe"
     boundary: str = "circular"
-    learn: tuple[str, ...] = ()
+    learn: Sequence[str] = ()  # stored as a tuple
 
     def __post_init__(self) -> None:
         _potential_of(self.activation)
@@ -193,7 +194,7 @@ class NormalisedConv(Architecture):
             activation=self.activation,
             step=self.step,
             boundary=self.boundary,
-            learn=self.learn,
+            learn=tuple(self.learn),
         )
         return refreshed(model)
 

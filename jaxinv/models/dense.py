@@ -104,7 +104,7 @@ class Dense(Architecture):
             arch=self.name,
             op_norm=task.operator_norm_bound(),
             lam=_float(self.lam),
-            tau=_float(1.0 if self.tau == "safe" else self.tau),
+            tau=_float(1.0 if isinstance(self.tau, str) else self.tau),  # str: "safe"
             gamma=init["gamma"],
             W=init["W"],
             b=init["b"],

@@ -70,6 +70,7 @@ class FoEModel(AbstractModel):
         if self.b is not None:
             reg["bias"] = self.b
         if not self.tied:
+            assert self.C is not None  # an untied model has its second bank
             reg["adjoint_filters"] = s * self.C
         return reg
 

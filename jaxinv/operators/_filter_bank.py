@@ -38,9 +38,9 @@ class FilterBank(AbstractOperator):
         """Filter responses ``k_f * x`` for every filter."""
         return correlate(x, self.filters, self.boundary)
 
-    def adjoint(self, z: Float[Array, "*batch F H W"]) -> Float[Array, "*batch H W"]:
-        """``Σ_f k_fᵀ * z_f``."""
-        return correlate_adjoint(z, self.filters, self.boundary)
+    def adjoint(self, y: Float[Array, "*batch F H W"]) -> Float[Array, "*batch H W"]:
+        """``Σ_f k_fᵀ * y_f``."""
+        return correlate_adjoint(y, self.filters, self.boundary)
 
     def shape_out(self, shape_in: tuple[int, ...]) -> tuple[int, ...]:
         """``(..., H, W) -> (..., F, H, W)``."""

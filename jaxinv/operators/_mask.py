@@ -64,7 +64,7 @@ def _check_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"shape must be (H, W) with positive sizes, got {shape}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _check_fraction(name: str, value: float) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._tree import EXACT, matmul
@@ -20,7 +21,7 @@ def operator_norm(
     *,
     key: PRNGKeyArray | None = None,
     num_iter: int = 100,
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
 ) -> Float[Array, ""]:
     """Spectral norm ``‖A‖₂ = sqrt(λ_max(AᵀA))`` by power iteration on ``AᵀA``.
 

@@ -83,6 +83,7 @@ class _StudentT(AbstractPotential):
         return jnp.log1p(jnp.square(t))
 
     def drho(self, t):
+        t = jnp.asarray(t)
         return 2.0 * t / (1.0 + jnp.square(t))
 
     @property

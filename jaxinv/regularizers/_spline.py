@@ -90,7 +90,7 @@ class LinearSpline:
         """The lower bound on ``ψ''``: 0 (convex), ``−μ`` (weakly convex), ``−∞`` (free)."""
         return {"convex": 0.0, "weakly_convex": -self.mu, "free": -math.inf}[self.kind]
 
-    def knots(self, num_knots: int, dtype: Any = None) -> Float[Array, " M+1"]:
+    def knots(self, num_knots: int, dtype: Any = None) -> Float[Array, " knots"]:
         """The knot positions ``t_j = (j − M/2) Δ``, ``j = 0..M``, ``M = num_knots − 1``."""
         m = num_knots - 1
         return jnp.asarray((np.arange(num_knots) - m / 2) * self.spacing, dtype=dtype)
@@ -104,7 +104,7 @@ class LinearSpline:
                 f"per filter, got {shape}"
             )
 
-    def project(self, coeffs: Float[Array, "F M+1"]) -> Float[Array, "F M+1"]:
+    def project(self, coeffs: Float[Array, "F knots"]) -> Float[Array, "F knots"]:
         """Knot values of ``ψ_i'`` satisfying the constraints (identity on feasible ones).
 
         Slopes ``s_j = (c_{j+1} − c_j)/Δ`` are clipped to ``[min_slope, max_slope]`` (outer two
@@ -126,7 +126,7 @@ class LinearSpline:
         at_zero = v[:, m // 2] if m % 2 == 0 else 0.5 * (v[:, m // 2] + v[:, m // 2 + 1])
         return v - at_zero[:, None]
 
-    def slopes(self, coeffs: Float[Array, "F M+1"]) -> Float[Array, "F M"]:
+    def slopes(self, coeffs: Float[Array, "F knots"]) -> Float[Array, "F knots-1"]:
         """The segment slopes ``ψ_i''`` of the projected spline."""
         return jnp.diff(self.project(coeffs), axis=-1) / self.spacing
 

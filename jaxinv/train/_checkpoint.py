@@ -103,7 +103,7 @@ def save_checkpoint(
         "finished": bool(finished),
         "payload_bytes": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
-        "x64": bool(jax.config.jax_enable_x64),
+        "x64": bool(jax.config.read("jax_enable_x64")),
         **meta,
     }
     head = json.dumps(header, sort_keys=True).encode("utf-8")
@@ -156,7 +156,7 @@ def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[dict[str, Any],
     configuration). Returns ``(header, state)``; raises :class:`CheckpointError` if the file is
     corrupt or its arrays do not fit ``like`` (another model or configuration)."""
     header, payload = read_header(path)
-    x64 = bool(jax.config.jax_enable_x64)
+    x64 = bool(jax.config.read("jax_enable_x64"))
     if header.get("x64", x64) != x64:
         raise CheckpointError(
             f"checkpoint {path} was written with jax_enable_x64={header['x64']}, but it is "

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..metrics import psnr, ssim
-from ..models import AbstractModel, as_dict, from_dict, partition, refreshed
+from ..models import AbstractModel, TVModel, as_dict, from_dict, partition, refreshed
 from ..tasks import Task
 from ..tuning import tune_tv
 from ._checkpoint import (
@@ -413,11 +413,12 @@ def train(
 def _tune_tv_run(
     config: TrainConfig, out: Path, task: Task, model: AbstractModel, val: Examples
 ) -> TrainResult:
+    assert isinstance(model, TVModel)  # the "tv" architecture builds one
     tuning = tune_tv(
         task,
         val.x,
         y=val.y,
-        eps=float(model.eps),  # type: ignore[attr-defined]  (a TVModel)
+        eps=float(model.eps),
         data_range=config.data_range,
         solver=config.forward_solver(),
     )

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Float, Int, PyTree
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 from .. import distributed
 from .._fixed_point import fixed_point
@@ -104,7 +104,8 @@ def init_state(model: AbstractModel, config: TrainConfig, num_train: int) -> Tra
     """The state before the first step: the model, fresh optimiser state for its parameters,
     and an empty warm-start buffer if ``config.warm_start``."""
     params = model.params()
-    opt_state = make_optimizer(config, model.trainable()).init(params)
+    optimizer = make_optimizer(config, model.trainable())
+    opt_state = optimizer.init(params)  # pyright: ignore[reportArgumentType]  # optax takes pytrees
     buffer = seen = None
     if config.warm_start:
         dtype = jax.tree.leaves(params)[0].dtype
@@ -222,6 +223,7 @@ def _train_step(
     batch = {**batch, "x": batch["x"].astype(dtype), "y": y.astype(dtype)}
     x0 = jax.vmap(model.init_x)(batch["y"])
     if state.buffer is not None:
+        assert state.seen is not None  # the buffer and its flags exist together
         warm = state.seen[batch["ids"]]
         x0 = jnp.where(warm[:, None, None], state.buffer[batch["ids"]], x0)
     else:
@@ -245,8 +247,13 @@ def _train_step(
             value_and_grad, distributed.data_mesh(config.devices)
         )
     (loss, (sol, gprobe)), grads = value_and_grad((params, rest), (probes, batch, x0))
-    updates, opt_state = optimizer.update(grads, state.opt_state, params)
-    updated = optax.apply_updates(params, updates)  # type: ignore[arg-type]
+    # optax.Params names arrays and their containers, not every pytree (here an eqx.Module)
+    updates, opt_state = optimizer.update(
+        grads,
+        state.opt_state,
+        params,  # pyright: ignore[reportArgumentType]  # optax takes pytrees
+    )
+    updated = optax.apply_updates(params, updates)  # pyright: ignore[reportArgumentType]  # idem
     new_model = cast(AbstractModel, eqx.combine(updated, rest)).refresh()
     fs = sol.stats
     skip = jnp.zeros((), bool)
@@ -261,6 +268,7 @@ def _train_step(
         new_model = eqx.combine(new_params, rest)
     buffer, seen = state.buffer, state.seen
     if buffer is not None:
+        assert seen is not None
         buffer = buffer.at[batch["ids"]].set(jax.lax.stop_gradient(sol.value))
         seen = seen.at[batch["ids"]].set(True)
     masked = jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, model.trainable())
@@ -324,10 +332,10 @@ def _reconstruct_jit(model, y, x0, solver, throw):
 def reconstruct(
     model: AbstractModel,
     task: Task,
-    y: Float[Array, "*B H W"],
+    y: Float[ArrayLike, "*B H W"],
     *,
     solver: AbstractFixedPointSolver | None = None,
-    x0: Float[Array, "*B H W"] | None = None,
+    x0: Float[ArrayLike, "*B H W"] | None = None,
     throw: bool = False,
 ) -> Solution:
     """Reconstruct measurements ``y`` (a batch ``(B, H, W)`` or one image ``(H, W)``) as the
