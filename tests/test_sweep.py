@@ -234,3 +234,99 @@ def test_configurations_shard_over_four_devices():
     assert report["param_change"] > 1e-6
     assert report["diff_sharded_vs_one_device"] < 1e-10
     assert report["traces"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation, the command line, the paper's box plots
+# ---------------------------------------------------------------------------------------------
+
+
+def test_each_configuration_scores_on_the_test_split_as_its_separate_run(sweep, separate):
+    from jaxinv.evaluate import evaluate_run
+    from jaxinv.sweep import evaluate_sweep
+
+    result, _ = sweep
+    rows = evaluate_sweep(result, max_images=6)
+    assert [r["index"] for r in rows] == list(range(8))
+    for g in (0, 5, 6):  # different noise levels, seeds and learning rates
+        single = evaluate_run(separate[g].out_dir, tv=False, max_images=6)["mean"]
+        assert rows[g]["settings"] == result.settings[g] and rows[g]["status"] == "ok"
+        assert rows[g]["test_loss"] == pytest.approx(single["reconstruction"]["mse"], rel=1e-9)
+        assert rows[g]["psnr"] == pytest.approx(single["reconstruction"]["psnr"], rel=1e-9)
+        assert rows[g]["input_psnr"] == pytest.approx(single["degraded"]["psnr"], rel=1e-12)
+        assert rows[g]["converged_test"] == single["reconstruction"]["converged"]
+    assert rows[0]["input_psnr"] > rows[4]["input_psnr"] + 5  # sigma 0.05 vs 0.2
+
+
+def test_box_summary_counts_failed_dropped_and_kept():
+    from jaxinv.reproduce import box_summary
+
+    s = box_summary([0.1, 0.2, float("nan"), 0.7, 0.3, 0.5], drop_above=0.5)
+    assert (s["configurations"], s["failed"], s["dropped_above"], s["kept"]) == (6, 1, 1, 4)
+    assert (s["min"], s["median"], s["max"]) == (0.1, 0.25, 0.5)
+    empty = box_summary([float("nan"), 0.9])
+    assert empty["kept"] == 0 and np.isnan(empty["median"])
+
+
+def test_box_plot_draws_arrays_with_an_empty_box(tmp_path):
+    from jaxinv.plots import box_plot
+
+    groups = {
+        "denoise": {"bilevel": np.array([0.1, 0.2, np.nan, 0.9]), "deq": [0.05, 0.3]},
+        "inpaint": {"bilevel": [np.nan, np.nan], "deq": np.linspace(0.1, 0.4, 7)},
+    }
+    path = box_plot(tmp_path / "box.png", groups, drop_above=0.5, title="t")
+    assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"
+    flat = box_plot(tmp_path / "flat.png", {"bilevel": [0.1, 0.2], "deq": [0.3]})
+    assert flat.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--grid", "num_filters=2,4"], "unknown grid key 'num_filters'"),
+        (["--grid", "activation=1"], "static setting of the model"),
+        (["--grid", "gamma=0.1,abc"], "'abc' is not a number"),
+        (["--grid", "gamma"], "expected KEY=V1,V2"),
+        (["--grid", "gamma=1", "--grid", "gamma=2"], "given twice"),
+        (["--grid", "sigma=0.1,2"], "not in [0, 1]"),
+    ],
+)
+def test_the_sweep_command_explains_bad_grids(tmp_path, capsys, extra, words):
+    from jaxinv.cli import main
+
+    argv = ["sweep", "--task", "denoise", "--model", "bilevel", "--arch", "dense"]
+    assert main([*argv, "--quick", *extra, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_reproduce_grid_quick_draws_the_box_plots_and_the_sweep_command_agrees(tmp_path, capsys):
+    from jaxinv.cli import main
+
+    assert (
+        main(["reproduce", "--grid", "--quick", "--tasks", "denoise", "--out", str(tmp_path)]) == 0
+    )
+    summary = json.loads((tmp_path / "grid_results.json").read_text())
+    assert [(c["model"], c["box"]["configurations"]) for c in summary["cells"]] == [
+        ("bilevel", 4),
+        ("deq", 4),
+    ]
+    assert (tmp_path / "figures" / "grid_test_loss.png").stat().st_size > 5000
+    assert "Dropped from the boxes: failed configurations and those with test loss > 0.5" in (
+        (tmp_path / "grid_results.md").read_text()
+    )
+    bilevel = json.loads((tmp_path / "grid" / "denoise-dense-bilevel" / "results.json").read_text())
+    assert [r["settings"] for r in bilevel["rows"]] == [
+        {"tau": t, "gamma": g} for t in (0.1, 0.9) for g in (0.5, 1.0)
+    ]
+    # the same sweep from the sweep command: the same configurations, the same results
+    argv = ["sweep", "--task", "denoise", "--model", "bilevel", "--arch", "dense", "--quick"]
+    grid = ["--grid", "tau=0.1,0.9", "--grid", "gamma=0.5,1"]
+    assert main([*argv, *grid, "--quiet", "--out", str(tmp_path / "cli")]) == 0
+    assert "lowest test loss" in capsys.readouterr().out.lower()
+    again = json.loads((tmp_path / "cli" / "results.json").read_text())
+    for a, b in zip(bilevel["rows"], again["rows"], strict=True):
+        assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-12)
+    assert again["settings"]["command"].startswith("jaxinv sweep --task denoise")

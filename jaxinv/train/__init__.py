@@ -41,6 +41,7 @@ from ._step import make_train_step as make_train_step
 from ._step import reconstruct as reconstruct
 from ._step import solve_batch as solve_batch
 from ._step import step_body as step_body
+from ._sweep import GridError as GridError
 from ._sweep import SweepResult as SweepResult
 from ._sweep import SweepState as SweepState
 from ._sweep import SweepStep as SweepStep
@@ -56,6 +57,7 @@ __all__ = [
     "DEFAULT_ADJOINT",
     "CheckpointError",
     "Examples",
+    "GridError",
     "NoisyParts",
     "RunExistsError",
     "SweepResult",

@@ -83,6 +83,11 @@ _ALIASES = {"task_options.sigma": "sigma"}
 # ---- the grid --------------------------------------------------------------------------------
 
 
+class GridError(ValueError):
+    """A grid that cannot be swept in one compiled program; the message names the key and the
+    fix."""
+
+
 def grid_keys(base: TrainConfig) -> tuple[str, ...]:
     """The keys a grid over ``base`` may vary: ``sigma``, ``lr``, ``seed`` and the real-valued
     options of ``base.arch`` (also accepted as ``arch_options.NAME``)."""
@@ -92,7 +97,7 @@ def grid_keys(base: TrainConfig) -> tuple[str, ...]:
 
 def _key(name: Any) -> str:
     if not isinstance(name, str):
-        raise ValueError(f"grid keys must be strings, got {name!r}")
+        raise GridError(f"grid keys must be strings, got {name!r}")
     name = _ALIASES.get(name, name)
     return name.removeprefix("arch_options.")
 
@@ -102,14 +107,14 @@ def _check_grid(base: TrainConfig, grid: Mapping[str, Sequence[float]]) -> dict[
     if not isinstance(base, TrainConfig):
         raise TypeError(f"base must be a TrainConfig, got {type(base).__name__}")
     if base.arch == "tv":
-        raise ValueError("arch 'tv' is tuned on the validation set, not trained: nothing to sweep")
+        raise GridError("arch 'tv' is tuned on the validation set, not trained: nothing to sweep")
     if base.throw:
-        raise ValueError(
+        raise GridError(
             "throw=True would stop the whole sweep at the first unconverged solve of any "
             "configuration; a sweep isolates failures instead: use throw=False"
         )
     if not isinstance(grid, Mapping) or not grid:
-        raise ValueError(
+        raise GridError(
             f"grid must be a non-empty dict of key -> values, e.g. {{'gamma': [0.1, 0.5]}}; got "
             f"{grid!r}"
         )
@@ -121,34 +126,34 @@ def _check_grid(base: TrainConfig, grid: Mapping[str, Sequence[float]]) -> dict[
         key = _key(name)
         if key not in allowed:
             if key in arch_fields:
-                raise ValueError(
+                raise GridError(
                     f"grid key {name!r}: the {base.arch!r} option {key!r} sets shapes or a static "
                     "setting of the model, which the configurations of one compiled sweep share; "
                     f"run one sweep per value. Grid keys: {list(allowed)}"
                 )
             if key in config_fields:
-                raise ValueError(
+                raise GridError(
                     f"grid key {name!r}: {key!r} is a setting of the compiled step or of the "
                     "data's shapes (architecture, solver, tolerances, batch, steps, ...), which "
                     "the configurations of one sweep share; run one sweep per value. Grid keys: "
                     f"{list(allowed)}"
                 )
-            raise ValueError(f"unknown grid key {name!r}; choose from {list(allowed)}")
+            raise GridError(f"unknown grid key {name!r}; choose from {list(allowed)}")
         if key in out:
-            raise ValueError(f"grid key {key!r} is given twice")
+            raise GridError(f"grid key {key!r} is given twice")
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
-            raise ValueError(f"grid {key!r}: expected a list of numbers, got {values!r}")
+            raise GridError(f"grid {key!r}: expected a list of numbers, got {values!r}")
         vals = list(values)
         if not vals:
-            raise ValueError(f"grid {key!r} has no values; give at least one")
+            raise GridError(f"grid {key!r} has no values; give at least one")
         for v in vals:
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-                raise ValueError(f"grid {key!r}: values must be finite numbers, got {v!r}")
+                raise GridError(f"grid {key!r}: values must be finite numbers, got {v!r}")
             if key == "seed" and (v != int(v) or v < 0):
-                raise ValueError(f"grid 'seed': seeds are non-negative integers, got {v!r}")
+                raise GridError(f"grid 'seed': seeds are non-negative integers, got {v!r}")
         vals = [int(v) if key == "seed" else float(v) for v in vals]
         if len(set(vals)) != len(vals):
-            raise ValueError(f"grid {key!r} repeats a value: {vals}")
+            raise GridError(f"grid {key!r} repeats a value: {vals}")
         out[key] = tuple(vals)
     return out
 
@@ -183,7 +188,7 @@ def expand_grid(
         try:
             config = _configure(base, settings)
         except ValueError as err:
-            raise ValueError(f"grid configuration {settings}: {err}") from None
+            raise GridError(f"grid configuration {settings}: {err}") from None
         out.append((settings, config))
     return out
 
@@ -230,7 +235,7 @@ def _check_models(models: Sequence[AbstractModel], settings: Sequence[dict]) -> 
         why = _difference(models[0], models[i])
         if why:
             changed = [k for k in settings[0] if settings[0][k] != settings[i][k]]
-            raise ValueError(
+            raise GridError(
                 f"grid: the configurations {settings[0]} and {settings[i]} build models that "
                 f"differ in {why}, so they cannot share one compiled step; the grid key(s) "
                 f"{changed} change the model's static form. Run one sweep per value (or give "
