@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-from jaxinv.train import TrainConfig, train_sweep  # noqa: E402
+from jaxinv.train import TrainConfig, build_instance, expand_grid, stack, train_sweep  # noqa: E402
 from jaxinv.train._checkpoint import read_header  # noqa: E402
 
 BASE = dict(
@@ -50,15 +50,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = train_sweep(TrainConfig(**BASE), GRID, f"{tmp}/one", progress=False)
         four = train_sweep(TrainConfig(**BASE, devices=4), GRID, f"{tmp}/four", progress=False)
-        initial = train_sweep(
-            TrainConfig(**{**BASE, "steps": 1}), GRID, f"{tmp}/s1", progress=False
-        )
+        initial = stack([build_instance(c)[1] for _, c in expand_grid(TrainConfig(**BASE), GRID)])
         meta, _ = read_header(f"{tmp}/four/checkpoint.eqx")
         out = {
             "devices": len(jax.devices()),
             "lanes": meta["lanes"],
             "diff_sharded_vs_one_device": diff(one.state, four.state),
-            "param_change": diff(one.state.params, initial.state.params),
+            "param_change": diff(one.models.params(), initial.params()),
             "traces": four.step_fn.trace_count,
         }
     json.dump(out, sys.stdout)
