@@ -43,9 +43,9 @@ import numbers
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import equinox as eqx
 import jax
@@ -772,13 +772,20 @@ def train_sweep(
     )
 
 
-def _placer(devices: int):
+_T = TypeVar("_T")
+
+
+def _placer(devices: int) -> Callable[[_T], _T]:
     """Put arrays with a leading configuration axis on the devices that train them (split over
     the mesh when ``devices > 1``), so that every step sees the same placement (one trace)."""
-    if devices == 1:
-        return lambda tree: tree
-    sharding = distributed.batch_sharding(distributed.data_mesh(devices))
-    return lambda tree: None if tree is None else jax.device_put(tree, sharding)
+    sharding = distributed.batch_sharding(distributed.data_mesh(devices)) if devices > 1 else None
+
+    def place(tree: _T) -> _T:
+        if sharding is None or tree is None:
+            return tree
+        return cast(_T, jax.device_put(tree, sharding))
+
+    return place
 
 
 def _float_dtype(sweep: SweepState) -> Any:
