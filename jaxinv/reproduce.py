@@ -15,6 +15,12 @@ map with identical settings, evaluate both on the held-out test split, and write
 ``quick=True`` uses tiny settings (2 steps on a few small examples) so the whole grid finishes in
 minutes on two CPU cores; it checks the pipeline, it does not measure the methods.
 
+:func:`run_grid_comparison` (``jaxinv reproduce --grid``) is the paper's other figure: per task,
+the bilevel and the DEQ model swept over the paper's grid of configurations (dense MNIST: noise ×
+fixed step × γ, :data:`PAPER_GRID`), each model's grid trained in one compiled program
+(:func:`jaxinv.train.train_sweep`), and the configurations' test losses drawn as box plots
+(:func:`jaxinv.plots.box_plot`) with the failed ones and those above :data:`DROP_ABOVE` dropped.
+
 Measured durations on the 2-core development machine (Intel Xeon, jax 0.10.2):
 
 * ``jaxinv reproduce`` (full, the settings below before the MNIST learning rate and the

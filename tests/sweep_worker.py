@@ -50,6 +50,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = train_sweep(TrainConfig(**BASE), GRID, f"{tmp}/one", progress=False)
         four = train_sweep(TrainConfig(**BASE, devices=4), GRID, f"{tmp}/four", progress=False)
+        # killed after one step on 4 devices (4 lanes), resumed on 1 (3 lanes)
+        half = f"{tmp}/half"
+        train_sweep(TrainConfig(**BASE, devices=4), GRID, half, progress=False, until=1)
+        resumed = train_sweep(TrainConfig(**BASE), GRID, half, progress=False)
         initial = stack([build_instance(c)[1] for _, c in expand_grid(TrainConfig(**BASE), GRID)])
         meta, _ = read_header(f"{tmp}/four/checkpoint.eqx")
         out = {
@@ -58,6 +62,8 @@ def main() -> None:
             "diff_sharded_vs_one_device": diff(one.state, four.state),
             "param_change": diff(one.models.params(), initial.params()),
             "traces": four.step_fn.trace_count,
+            "diff_resumed_on_one_vs_one": diff(one.state, resumed.state),
+            "resumed_steps": [r["step"] for r in resumed.records(0)],
         }
     json.dump(out, sys.stdout)
 

@@ -223,7 +223,7 @@ def test_one_noise_draw_scaled_per_configuration_is_each_runs_data(task):
 WORKER = Path(__file__).with_name("sweep_worker.py")
 
 
-def test_configurations_shard_over_four_devices():
+def test_configurations_shard_over_four_devices_and_resume_on_one():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
         [sys.executable, str(WORKER)], capture_output=True, text=True, env=env, timeout=600
@@ -234,6 +234,8 @@ def test_configurations_shard_over_four_devices():
     assert report["param_change"] > 1e-6
     assert report["diff_sharded_vs_one_device"] < 1e-10
     assert report["traces"] == 1
+    assert report["diff_resumed_on_one_vs_one"] < 1e-10  # checkpointed on 4, resumed on 1
+    assert report["resumed_steps"] == [1, 2]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -602,6 +602,21 @@ def _unpad(state: TrainState, num: int) -> TrainState:
     return jax.tree.map(lambda a: a[:num] if eqx.is_array(a) else a, state)
 
 
+def _relane(sweep: SweepState, num: int, lanes: int) -> SweepState:
+    """The ``num`` configurations of ``sweep`` padded to ``lanes`` lanes with inactive copies of
+    the last (a sweep resumed on another number of devices)."""
+    if sweep.active.shape[0] == lanes:
+        return sweep
+
+    def pad(a: Any) -> Any:
+        if not eqx.is_array(a):
+            return a
+        return jnp.concatenate([a[:num]] + [a[num - 1 : num]] * (lanes - num))
+
+    state = jax.tree.map(pad, sweep.state)
+    return SweepState(state, (jnp.arange(lanes) < num) & pad(sweep.active))
+
+
 def train_sweep(
     base: TrainConfig,
     grid: Mapping[str, Sequence[float]],
@@ -670,8 +685,11 @@ def train_sweep(
     place = _placer(base.devices)
     elapsed = 0.0
     book = _Book(num)
-    if header is not None:
-        header, sweep = load_checkpoint(out / CHECKPOINT, sweep)
+    if header is not None:  # its lanes were padded for the devices it ran on
+        saved = configs + [configs[-1]] * (int(header.get("lanes", len(lanes))) - num)
+        like = sweep if len(saved) == len(lanes) else _initial(saved, settings, num)
+        header, loaded = load_checkpoint(out / CHECKPOINT, like)
+        sweep = _relane(loaded, num, len(lanes))
         elapsed = float(header.get("elapsed", 0.0))
         book = _Book(num, header.get("book"))
         _truncate_metrics(out, int(header["step"]))
