@@ -322,12 +322,14 @@ def box_plot(
     drop_above: float | None = None,
     ylabel: str = "test loss",
     title: str | None = None,
+    log: bool | None = None,
 ) -> Path:
     """Box plots of values per group, e.g. the test losses of a sweep's configurations for
     ``{"bilevel": losses, "deq": losses}``; a dict of such dicts draws one panel per key (e.g.
     per task). Non-finite values (failed configurations) and, with ``drop_above``, values above
     it are dropped; each box states how many were kept and dropped, and the figure the rule.
-    Every value kept is drawn as a point over its box."""
+    Every value kept is drawn as a point over its box. ``log``: a logarithmic axis (default:
+    when a panel's kept values are positive and span more than a factor 20)."""
     plt = _pyplot()
     nested = bool(groups) and all(isinstance(v, Mapping) for v in groups.values())
     panels: Mapping[str, Mapping[str, Any]] = groups if nested else {"": groups}
@@ -363,6 +365,10 @@ def box_plot(
         labels = [
             f"{name}\n{n} kept, {d} dropped" for name, (n, d) in zip(boxes, counts, strict=True)
         ]
+        values = np.concatenate(kept) if kept else np.zeros(0)
+        wide = values.size > 0 and values.min() > 0 and values.max() > 20 * values.min()
+        if log or (log is None and wide):
+            ax.set_yscale("log")
         ax.set_xticks(positions)
         ax.set_xticklabels(labels, fontsize=8)
         ax.set_xlim(0.4, len(kept) + 0.6)

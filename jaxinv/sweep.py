@@ -122,10 +122,12 @@ def evaluate_sweep(
     return rows
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _f(v: Any, spec: str) -> str:
-    if isinstance(v, (int, float)) and math.isfinite(v):
-        return format(v, spec)
-    return "–"
+    return format(v, spec) if _finite(v) else "–"
 
 
 def format_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str:
@@ -160,9 +162,16 @@ def format_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str
             f"| {_f(r['fwd_iters_train'], '.1f')} / {_f(r['bwd_iters_train'], '.1f')} "
             f"| {_f(r['fwd_iters_test'], '.1f')} |"
         )
-    if ok:
-        best = min(ok, key=lambda r: r["test_loss"] if math.isfinite(r["test_loss"]) else math.inf)
-        lines += ["", f"Lowest test loss: configuration {best['index']} {best['settings']}."]
+    scored = [r for r in ok if all(_finite(r[k]) for k in ("test_loss", "psnr", "input_psnr"))]
+    if scored:
+        low = min(scored, key=lambda r: r["test_loss"])
+        gain = max(scored, key=lambda r: r["psnr"] - r["input_psnr"])
+        lines += [
+            "",
+            f"Lowest test loss: configuration {low['index']} {low['settings']}; largest PSNR "
+            f"gain over its input: configuration {gain['index']} {gain['settings']} "
+            f"({gain['psnr'] - gain['input_psnr']:+.2f} dB).",
+        ]
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         lines += ["", "## Failures (frozen where they failed; the others trained on)", ""]

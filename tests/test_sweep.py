@@ -332,3 +332,40 @@ def test_reproduce_grid_quick_draws_the_box_plots_and_the_sweep_command_agrees(t
     for a, b in zip(bilevel["rows"], again["rows"], strict=True):
         assert a["test_loss"] == pytest.approx(b["test_loss"], rel=1e-12)
     assert again["settings"]["command"].startswith("jaxinv sweep --task denoise")
+
+
+def test_natural_image_sweeps_score_test_crops_at_their_own_size(tmp_path):
+    """Trained on 16x16 patches, evaluated on 32x32 crops: each configuration's model is rebuilt
+    for the crops (its operator and step refreshed), as ``load_run(image_shape=...)`` does."""
+    from jaxinv.evaluate import evaluate_run
+    from jaxinv.sweep import run_sweep
+
+    base = TrainConfig(
+        arch="foe",
+        arch_options={"num_filters": 2, "size": 3, "init_scale": 10.0},
+        patch_size=16,
+        num_train=4,
+        num_val=2,
+        batch_size=4,
+        steps=2,
+        lr=0.01,
+        schedule="constant",
+        lr_final=0.01,
+        tol=1e-8,
+        max_iter=200,
+        adjoint_tol=1e-8,
+        adjoint_max_iter=200,
+        task_options={"sigma": 0.1},
+        max_image_size=64,
+        eval_every=0,
+        checkpoint_every=0,
+    )
+    done = run_sweep(base, {"lam": [0.5, 2.0]}, tmp_path / "sweep", progress=False, crop=32)
+    rows = done["rows"]
+    assert json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"][1]["index"] == 1
+    for g, (_, config) in enumerate(expand_grid(base, {"lam": [0.5, 2.0]})):
+        run = train(config, tmp_path / str(g), progress=False).out_dir
+        single = evaluate_run(run, tv=False, crop=32)["mean"]["reconstruction"]
+        assert rows[g]["test_loss"] == pytest.approx(single["mse"], rel=1e-8)
+        assert rows[g]["ssim"] == pytest.approx(single["ssim"], rel=1e-8)
+    assert abs(rows[0]["test_loss"] - rows[1]["test_loss"]) > 1e-5

@@ -291,8 +291,9 @@ def _sweep_step(sweep, batch, factors, key, devices):
         leaves = jax.tree.leaves(new.params.params())
         finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
         keep = active & jnp.isfinite(m["loss"]) & finite
+        metrics = {k: jnp.asarray(v) for k, v in m.items()}  # e.g. a constant lr: one per lane
         return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, state), {
-            **m,
+            **metrics,
             "params_finite": finite,
         }
 
