@@ -3,9 +3,11 @@
 ::
 
     jaxinv train --task denoise --model bilevel --out runs/denoise-foe
+    jaxinv sweep --task denoise --model bilevel --arch dense --grid gamma=0.1,1 --out runs/sweep
     jaxinv eval runs/denoise-foe [--images photo.png ...] [--json]
     jaxinv restore runs/denoise-foe noisy.png ... --out restored [--sigma 25/255]
     jaxinv reproduce --quick --out results/quick
+    jaxinv reproduce --grid --quick --tasks denoise --out results/grid
 
 Every mistake a user can make on the command line (unknown task or architecture, missing or
 unreadable image files, a directory that is not a run, a corrupt checkpoint or one from another
@@ -39,7 +41,7 @@ class CLIError(Exception):
 class _Parser(argparse.ArgumentParser):
     """An argument parser that raises :class:`CLIError` instead of exiting."""
 
-    def error(self, message: str):
+    def error(self, message: str):  # type: ignore[override]
         raise CLIError(f"{message} (see '{self.prog} --help')")
 
 
@@ -162,14 +164,19 @@ DENOISE_RECIPE: dict[str, Any] = {
 }
 
 
-def build_train_config(args: argparse.Namespace):
-    """The :class:`jaxinv.train.TrainConfig` the ``train`` arguments ask for."""
+def _arch_and_dataset(args: argparse.Namespace) -> tuple[str, str]:
+    arch = args.arch or dataset_info(args.dataset or "natural").default_arch
+    return arch, args.dataset or ("mnist" if arch == "dense" else "natural")
+
+
+def build_train_config(args: argparse.Namespace, defaults: dict[str, Any] | None = None):
+    """The :class:`jaxinv.train.TrainConfig` the ``train`` arguments ask for (``defaults``:
+    settings under the explicit options, e.g. ``sweep --quick``'s)."""
     from .data import list_image_files
     from .train import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    arch = args.arch or dataset_info(args.dataset or "natural").default_arch
-    dataset = args.dataset or ("mnist" if arch == "dense" else "natural")
+    arch, dataset = _arch_and_dataset(args)
     if arch == "dense" and dataset != "mnist":
         raise CLIError("--arch dense is the paper's MNIST model; use --dataset mnist (the default)")
     if arch == "tv" and args.model == "deq":
@@ -177,8 +184,10 @@ def build_train_config(args: argparse.Namespace):
     kw: dict[str, Any] = {"task": args.task, "model": args.model, "arch": arch, "dataset": dataset}
     if args.arch is None and dataset == "natural" and args.task == "denoise":
         kw.update(json.loads(json.dumps(DENOISE_RECIPE)))  # a copy: --set merges into it
+    if defaults:
+        kw.update(json.loads(json.dumps(defaults)))
     if args.sigma is not None:
-        kw["task_options"] = {"sigma": args.sigma}
+        kw["task_options"] = {**kw.get("task_options", {}), "sigma": args.sigma}
     for name, field in (
         ("steps", "steps"),
         ("batch", "batch_size"),
@@ -249,6 +258,117 @@ def cmd_train(args: argparse.Namespace) -> int:
     for f in figures:
         print(f"figure: {f}")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# sweep
+# ----------------------------------------------------------------------------------------------
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
+    """``["gamma=0.1,0.5,1", "sigma=0,25/255"]`` -> ``{"gamma": [0.1, 0.5, 1], "sigma": [0.0,
+    0.098...]}`` (values read as JSON numbers; ``sigma`` also as fractions such as ``25/255``)."""
+    from .data import parse_sigma
+
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise CLIError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid gamma=0.1,0.5,1")
+        if key in grid:
+            raise CLIError(f"--grid {key}: given twice; list all its values in one --grid")
+        values: list[float] = []
+        for part in text.split(","):
+            part = part.strip()
+            try:
+                v = parse_sigma(part) if key.endswith("sigma") else json.loads(part)
+            except (ValueError, TypeError) as err:
+                raise CLIError(f"--grid {key}: {part!r} is not a number ({err})") from None
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise CLIError(f"--grid {key}: {part!r} is not a number")
+            values.append(v)
+        grid[key] = values
+    return grid
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .reproduce import dataset_settings, eval_settings
+    from .sweep import run_sweep
+    from .train import GridError, expand_grid
+
+    out = Path(args.out)
+    grid = parse_grid(args.grid)
+    arch, dataset = _arch_and_dataset(args)
+    defaults = (
+        dataset_settings(dataset, quick=True, task=args.task, arch=arch) if args.quick else {}
+    )
+    config = build_train_config(args, defaults)
+    try:
+        n = len(expand_grid(config, grid))  # every key and value checked before compiling
+    except GridError as err:
+        raise CLIError(_one_line(str(err))) from None
+    _check_out_dir(out, overwrite=args.overwrite, resume=args.resume)
+    test = eval_settings(dataset, quick=args.quick)
+    test.update({k: v for k, v in (("crop", args.crop), ("max_images", args.max_images)) if v})
+    print(
+        f"sweeping {config.model} / {config.arch} on {config.dataset} for {config.task}: {n} "
+        f"configurations x {config.steps} steps of batch {config.batch_size} in one compiled "
+        f"program -> {out}",
+        flush=True,
+    )
+    try:
+        summary = run_sweep(
+            config,
+            grid,
+            out,
+            progress=not args.quiet,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            command="jaxinv " + " ".join(getattr(args, "argv", ["sweep"])),
+            **test,
+        )
+    except GridError as err:  # a key that changes the model's static form
+        raise CLIError(_one_line(str(err))) from None
+    print(summary["markdown"])
+    print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+    return 0
+
+
+def _add_sweep_parser(sub: Any) -> None:
+    s = sub.add_parser(
+        "sweep",
+        help="train a grid of configurations in one compiled program",
+        description="Train every configuration of a grid (the Cartesian product of the --grid "
+        "values over the configuration the other options build, as for 'jaxinv train') in ONE "
+        "compiled, vmapped program, then evaluate each on the test split. Grid keys: sigma, "
+        "lr, seed and the architecture's real-valued options (dense: gamma, tau, lam, "
+        "init_scale). A configuration that fails (non-finite loss, diverging solves) is frozen "
+        "and reported; the others train on. Writes DIR/sweep.json, metrics.jsonl, "
+        "checkpoint.eqx, results.md and results.json.",
+    )
+    _add_config_arguments(s)
+    s.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="KEY=V1,V2,...",
+        help="one axis of the grid, e.g. --grid gamma=0.1,0.5,1 --grid sigma=0,0.05,0.1 "
+        "(repeatable)",
+    )
+    s.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny settings of 'jaxinv reproduce --quick' (2 steps on a few examples, 16 test "
+        "digits): checks the pipeline, measures nothing",
+    )
+    s.add_argument("--crop", type=_positive(int), help="side of the natural test crops")
+    s.add_argument("--max-images", type=_positive(int), help="use only the first N test images")
+    s.add_argument("--out", required=True, help="sweep directory to create")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    s.add_argument("--resume", action="store_true", help="continue an unfinished sweep in --out")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_sweep)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,7 +474,6 @@ def _add_restore_parser(sub: Any) -> None:
     s.add_argument("--tol", type=_positive(float), help="solver tolerance (default: MODEL's)")
     s.add_argument("--raw", action="store_true", help="also write DIR/<stem>.npy (float32)")
     s.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    _add_cache_options(s)
     s.set_defaults(func=cmd_restore)
 
 
@@ -378,6 +497,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for a in args.archs or ():
         if a not in R_ARCHS:
             raise CLIError(f"--archs: unknown architecture {a!r}; choose from {list(R_ARCHS)}")
+    if args.grid is not None:
+        return _reproduce_grid(args, out)
     summary = run_reproduction(
         out,
         quick=args.quick,
@@ -393,57 +514,43 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce_grid(args: argparse.Namespace, out: Path) -> int:
+    from .reproduce import PAPER_GRID, run_grid_comparison
+    from .train import GridError
+
+    archs = tuple(args.archs) if args.archs else tuple(PAPER_GRID)
+    for a in archs:
+        if a not in PAPER_GRID:
+            raise CLIError(
+                f"--grid: the paper gives a grid for {sorted(PAPER_GRID)} only, not {a!r}; "
+                "sweep other architectures with 'jaxinv sweep --grid KEY=VALUES'"
+            )
+    try:
+        summary = run_grid_comparison(
+            out,
+            quick=args.quick,
+            steps=args.steps,
+            tasks=tuple(args.tasks) if args.tasks else TASKS,
+            archs=archs,
+            grid=parse_grid(args.grid) or None,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except GridError as err:
+        raise CLIError(_one_line(str(err))) from None
+    print(summary["markdown"])
+    print(f"wrote {out / 'grid_results.md'}, {out / 'grid_results.json'} and {summary['figure']}")
+    print(f"total time {summary['duration_s']:.0f} s")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------
 # parser and entry point
 # ----------------------------------------------------------------------------------------------
 
 
-def _add_cache_options(s: argparse.ArgumentParser) -> None:
-    g = s.add_mutually_exclusive_group()
-    g.add_argument(
-        "--compile-cache",
-        metavar="DIR",
-        type=Path,
-        help="keep compiled programs in DIR for later runs (default: $JAXINV_COMPILATION_CACHE, "
-        "else ~/.cache/jaxinv/xla)",
-    )
-    g.add_argument(
-        "--no-compile-cache", action="store_true", help="compile everything in this process"
-    )
-
-
-def _use_compile_cache(args: argparse.Namespace) -> None:
-    from .compile_cache import default_cache_dir, enable_compilation_cache
-
-    if getattr(args, "no_compile_cache", False):
-        return
-    directory = getattr(args, "compile_cache", None) or default_cache_dir()
-    if directory is not None:
-        try:
-            enable_compilation_cache(directory)
-        except ValueError as err:
-            raise CLIError(str(err)) from None
-
-
-def make_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="jaxinv",
-        description="Learn variational regularizers for imaging inverse problems: bilevel "
-        "learning vs deep equilibrium models.",
-    )
-    sub = p.add_subparsers(
-        dest="command", metavar="{train,eval,restore,reproduce}", parser_class=_Parser
-    )
-    sub.required = True
-
-    t = sub.add_parser(
-        "train",
-        help="train a model on the bundled images or an image folder",
-        description="Train a bilevel (tied) or DEQ (untied) model on the bundled data or on "
-        "the images of a folder (--train-images); the "
-        "defaults finish in a few minutes on two CPU cores. Writes config.json, metrics.jsonl, "
-        "checkpoint.eqx and figures/ into --out.",
-    )
+def _add_config_arguments(t: argparse.ArgumentParser) -> None:
+    """The options that build a :class:`jaxinv.train.TrainConfig` (``train`` and ``sweep``)."""
     t.add_argument("--task", required=True, choices=TASKS)
     t.add_argument("--model", required=True, choices=MODELS, help="bilevel (tied) or deq (untied)")
     t.add_argument(
@@ -490,12 +597,63 @@ def make_parser() -> argparse.ArgumentParser:
         "--set lr_scale.log_weights=20 "
         "(VALUE is read as JSON; repeatable)",
     )
+
+
+def _add_cache_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        type=Path,
+        help="keep compiled programs in DIR for later runs (default: $JAXINV_COMPILATION_CACHE, "
+        "else ~/.cache/jaxinv/xla)",
+    )
+    g.add_argument(
+        "--no-compile-cache", action="store_true", help="compile everything in this process"
+    )
+
+
+def _use_compile_cache(args: argparse.Namespace) -> None:
+    from .compile_cache import default_cache_dir, enable_compilation_cache
+
+    if getattr(args, "no_compile_cache", False):
+        return
+    directory = getattr(args, "compile_cache", None) or default_cache_dir()
+    if directory is not None:
+        try:
+            enable_compilation_cache(directory)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="jaxinv",
+        description="Learn variational regularizers for imaging inverse problems: bilevel "
+        "learning vs deep equilibrium models.",
+    )
+    sub = p.add_subparsers(
+        dest="command", metavar="{train,sweep,eval,restore,reproduce}", parser_class=_Parser
+    )
+    sub.required = True
+
+    t = sub.add_parser(
+        "train",
+        help="train a model on the bundled images or an image folder",
+        description="Train a bilevel (tied) or DEQ (untied) model on the bundled data or on "
+        "the images of a folder (--train-images); the "
+        "defaults finish in a few minutes on two CPU cores. Writes config.json, metrics.jsonl, "
+        "checkpoint.eqx and figures/ into --out.",
+    )
+    _add_config_arguments(t)
     t.add_argument("--out", required=True, help="run directory to create")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
     t.add_argument("--no-figures", action="store_true", help="skip writing figures")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
+
+    _add_sweep_parser(sub)
 
     e = sub.add_parser(
         "eval",
@@ -545,9 +703,18 @@ def make_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--resume", action="store_true", help="reuse finished runs in --out, continue unfinished"
     )
+    r.add_argument(
+        "--grid",
+        nargs="*",
+        metavar="KEY=V1,V2",
+        help="instead of one configuration per cell, sweep the paper's grid (dense MNIST: "
+        "sigma x tau x gamma, 75 configurations) for bilevel and for DEQ, each in one "
+        "compiled program, and draw their test losses as box plots (failed ones and those "
+        "above 0.5 dropped); KEY=V1,V2 replaces an axis of the grid",
+    )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_reproduce)
-    for command in (t, e, r):
+    for command in sub.choices.values():
         _add_cache_options(command)
     return p
 
@@ -560,6 +727,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = parser.parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         _use_compile_cache(args)
         return int(args.func(args))
     except SystemExit as exc:  # --help
@@ -585,7 +753,7 @@ def _known_error(err: Exception, command: str | None) -> tuple[int, str] | None:
     from .train import CheckpointError, RunExistsError
 
     text = _one_line(str(err))
-    if command in ("train", "reproduce"):
+    if command in ("train", "sweep", "reproduce"):
         text = text.replace("pass overwrite=True", "pass --overwrite")
     else:
         text = text.replace("pass overwrite=True", "retrain with 'jaxinv train --overwrite'")

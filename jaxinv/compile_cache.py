@@ -55,4 +55,3 @@ def enable_compilation_cache(path: str | os.PathLike[str]) -> Path:
     jax.config.update("jax_compilation_cache_dir", str(directory))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return directory
-

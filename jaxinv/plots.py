@@ -7,7 +7,8 @@ opens a window, so they work on headless machines and in tests.
 * :func:`filter_grid` -- a learned filter bank ``(F, k, k)`` as a grid of small images;
 * :func:`training_curves` -- loss and PSNR against the training step, from ``metrics.jsonl``;
 * :func:`iteration_curves` -- forward and backward solver iterations against the training step;
-* :func:`comparison_bars` -- one bar chart per metric, comparing several runs.
+* :func:`comparison_bars` -- one bar chart per metric, comparing several runs;
+* :func:`box_plot` -- box plots of many values per group (a sweep's test losses per model).
 """
 
 from __future__ import annotations
@@ -313,6 +314,75 @@ def comparison_bars(
     axes[-1, 0].set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def box_plot(
+    path: str | os.PathLike[str],
+    groups: Mapping[str, Any],
+    *,
+    drop_above: float | None = None,
+    ylabel: str = "test loss",
+    title: str | None = None,
+    log: bool | None = None,
+) -> Path:
+    """Box plots of values per group, e.g. the test losses of a sweep's configurations for
+    ``{"bilevel": losses, "deq": losses}``; a dict of such dicts draws one panel per key (e.g.
+    per task). Non-finite values (failed configurations) and, with ``drop_above``, values above
+    it are dropped; each box states how many were kept and dropped, and the figure the rule.
+    Every value kept is drawn as a point over its box. ``log``: a logarithmic axis (default:
+    when a panel's kept values are positive and span more than a factor 20)."""
+    plt = _pyplot()
+    nested = bool(groups) and all(isinstance(v, Mapping) for v in groups.values())
+    panels: Mapping[str, Mapping[str, Any]] = groups if nested else {"": groups}
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(max(4.0, 1.6 * sum(len(g) for g in panels.values()) + 1.5), 4.2),
+        squeeze=False,
+    )
+    palette = {"bilevel": "tab:blue", "deq": "tab:orange"}
+    for ax, (panel, boxes) in zip(axes[0], panels.items(), strict=True):
+        kept, counts = [], []
+        for values in boxes.values():
+            v = np.asarray(values, dtype=np.float64).ravel()
+            keep = np.isfinite(v) & (v <= drop_above if drop_above is not None else True)
+            kept.append(v[keep])
+            counts.append((int(keep.sum()), int(v.size - keep.sum())))
+        positions = np.arange(1, len(kept) + 1)
+        drawn = [(p, k) for p, k in zip(positions, kept, strict=True) if k.size]
+        if drawn:
+            box = ax.boxplot(
+                [k for _, k in drawn], positions=[p for p, _ in drawn], widths=0.5,
+                patch_artist=True, showfliers=False,
+            )  # fmt: skip
+            for patch, (p, _) in zip(box["boxes"], drawn, strict=True):
+                name = list(boxes)[p - 1]
+                patch.set_facecolor(palette.get(name, "tab:gray"))
+                patch.set_alpha(0.35)
+        rng = np.random.default_rng(0)
+        for p, k, name in zip(positions, kept, boxes, strict=True):
+            jitter = rng.uniform(-0.12, 0.12, k.size)
+            ax.plot(p + jitter, k, "o", ms=3, color=palette.get(name, "tab:gray"), alpha=0.8)
+        labels = [
+            f"{name}\n{n} kept, {d} dropped" for name, (n, d) in zip(boxes, counts, strict=True)
+        ]
+        values = np.concatenate(kept) if kept else np.zeros(0)
+        wide = values.size > 0 and values.min() > 0 and values.max() > 20 * values.min()
+        if log or (log is None and wide):
+            ax.set_yscale("log")
+        ax.set_xticks(positions)
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_xlim(0.4, len(kept) + 0.6)
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="y", alpha=0.3)
+        if panel:
+            ax.set_title(panel, fontsize=10)
+    rule = "dropped: failed (non-finite)" + (
+        f" or {ylabel} > {drop_above:g}" if drop_above is not None else ""
+    )
+    fig.suptitle((f"{title}\n" if title else "") + rule, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -15,6 +15,12 @@ map with identical settings, evaluate both on the held-out test split, and write
 ``quick=True`` uses tiny settings (2 steps on a few small examples) so the whole grid finishes in
 minutes on two CPU cores; it checks the pipeline, it does not measure the methods.
 
+:func:`run_grid_comparison` (``jaxinv reproduce --grid``) is the paper's other figure: per task,
+the bilevel and the DEQ model swept over the paper's grid of configurations (dense MNIST: noise ×
+fixed step × γ, :data:`PAPER_GRID`), each model's grid trained in one compiled program
+(:func:`jaxinv.train.train_sweep`), and the configurations' test losses drawn as box plots
+(:func:`jaxinv.plots.box_plot`) with the failed ones and those above :data:`DROP_ABOVE` dropped.
+
 Measured durations on the 2-core development machine (Intel Xeon, jax 0.10.2):
 
 * ``jaxinv reproduce`` (full, the settings below before the MNIST learning rate and the
@@ -171,6 +177,22 @@ _CELLS: dict[tuple[str, str], dict[str, Any]] = {
     # validation, 24.97 dB on the test crops after the same 150 steps (24.70 with γ fixed).
     ("denoise", "conv30x3"): dict(arch_options={"gamma": 0.25, "learn": ["gamma"]}),
 }
+
+
+def dataset_settings(
+    dataset: str, *, quick: bool = False, task: str | None = None, arch: str | None = None
+) -> dict[str, Any]:
+    """The comparison's training settings for ``dataset`` (``quick``: the tiny ones), with the
+    ``(task, arch)`` cell's own settings over them when both are given (:func:`cell_settings`)."""
+    kw = copy.deepcopy((_QUICK if quick else _FULL)[dataset])
+    if task is not None and arch is not None:
+        kw.update(cell_settings(task, arch))
+    return kw
+
+
+def eval_settings(dataset: str, *, quick: bool = False) -> dict[str, Any]:
+    """The test-split settings of the comparison (``crop``, ``max_images``) for ``dataset``."""
+    return dict(_EVAL[quick][dataset])
 
 
 def cell_settings(task: str, arch: str) -> dict[str, Any]:
@@ -491,14 +513,221 @@ def run_reproduction(
     return {"rows": rows, "settings": settings, "duration_s": duration, "markdown": markdown}
 
 
+# ---- the paper's grids: box plots of the test losses of many configurations ------------------
+
+#: The paper's grid per architecture: MNIST dense, noise ε × fixed step τ × γ (λ = 1), 75
+#: configurations per task and model.
+PAPER_GRID: dict[str, dict[str, list[float]]] = {
+    "dense": {
+        "sigma": [0.0, 0.05, 0.1, 0.5, 1.0],
+        "tau": [0.01, 0.1, 0.9, 1.1, 2.1],
+        "gamma": [0.1, 0.5, 1.0],
+    }
+}
+#: ``quick=True``: four configurations of it (a pipeline check).
+QUICK_GRID: dict[str, dict[str, list[float]]] = {"dense": {"tau": [0.1, 0.9], "gamma": [0.5, 1.0]}}
+#: The paper drops the configurations whose loss exceeds this from its box plots.
+DROP_ABOVE = 0.5
+
+
+def box_summary(losses: Sequence[float], drop_above: float | None = DROP_ABOVE) -> dict[str, Any]:
+    """What a box of :func:`jaxinv.plots.box_plot` shows: the counts (configurations, failed
+    (non-finite), dropped above ``drop_above``, kept) and the quartiles of the kept values."""
+    v = np.asarray(losses, dtype=np.float64)
+    finite = np.isfinite(v)
+    keep = finite & (v <= drop_above if drop_above is not None else True)
+    kept = v[keep]
+    q = np.percentile(kept, [0, 25, 50, 75, 100]) if kept.size else [math.nan] * 5
+    return {
+        "configurations": int(v.size),
+        "failed": int((~finite).sum()),
+        "dropped_above": int((finite & ~keep).sum()),
+        "kept": int(kept.size),
+        "min": float(q[0]),
+        "q1": float(q[1]),
+        "median": float(q[2]),
+        "q3": float(q[3]),
+        "max": float(q[4]),
+    }
+
+
+def run_grid_comparison(
+    out_dir: str | os.PathLike[str],
+    *,
+    quick: bool = False,
+    steps: int | None = None,
+    tasks: Sequence[str] = TASKS,
+    archs: Sequence[str] = ("dense",),
+    grid: dict[str, list[float]] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, Any]:
+    """The paper's box plots: for every ``(task, arch)``, sweep the bilevel and the DEQ model over
+    the paper's grid (:data:`PAPER_GRID`; :data:`QUICK_GRID` with ``quick``; ``grid`` replaces
+    axes of it) with the cell's settings (:func:`experiment_config`), each model's grid in ONE
+    compiled program (:func:`jaxinv.sweep.run_sweep`), and draw the test losses of the
+    configurations as box plots, bilevel vs DEQ, dropping failed configurations and those above
+    :data:`DROP_ABOVE`.
+
+    Writes ``DIR/grid/<task>-<arch>-<model>/`` (each sweep with its ``results.md``),
+    ``DIR/figures/grid_test_loss.png``, ``DIR/grid_results.json`` and ``DIR/grid_results.md``.
+    Finished sweeps already there are reused unless ``overwrite``. Returns ``{"cells",
+    "settings", "figure", "markdown", "duration_s"}``."""
+    from .plots import box_plot
+    from .sweep import json_safe, run_sweep
+    from .train import expand_grid
+    from .train._checkpoint import atomic_write_text
+
+    for arch in archs:
+        if arch not in PAPER_GRID:
+            raise ValueError(
+                f"the paper gives a grid for {sorted(PAPER_GRID)} only, not {arch!r}; sweep other "
+                "architectures with 'jaxinv sweep --grid KEY=VALUES'"
+            )
+    out = Path(out_dir)
+    t_start = time.perf_counter()
+    cells, panels = [], {}
+    for task in tasks:
+        for arch in archs:
+            axes = {**(QUICK_GRID if quick else PAPER_GRID)[arch], **(grid or {})}
+            losses = {}
+            for model in MODELS:
+                config = experiment_config(task, arch, model, quick=quick, steps=steps)
+                name = f"{task}-{arch}-{model}"
+                n = len(expand_grid(config, axes))
+                log(f"{name}: {n} configurations x {config.steps} steps in one compiled sweep")
+                t0 = time.perf_counter()
+                done = run_sweep(
+                    config,
+                    axes,
+                    out / "grid" / name,
+                    progress=progress,
+                    overwrite=overwrite,
+                    command=_grid_command(quick, steps, grid),
+                    **eval_settings(DATASET[arch], quick=quick),
+                )
+                rows = done["rows"]
+                losses[model] = [r["test_loss"] if r["status"] == "ok" else math.nan for r in rows]
+                summary = box_summary(losses[model])
+                log(
+                    f"    {time.perf_counter() - t0:.0f} s; {summary['failed']} failed, "
+                    f"{summary['dropped_above']} above {DROP_ABOVE}, median test loss of the "
+                    f"{summary['kept']} kept {summary['median']:.4g}"
+                )
+                cells.append(
+                    {
+                        "task": task,
+                        "arch": arch,
+                        "model": model,
+                        "grid": axes,
+                        "steps": config.steps,
+                        "box": summary,
+                        "duration_s": time.perf_counter() - t0,
+                        "rows": rows,
+                    }
+                )
+            panels[f"{task} ({arch})"] = losses
+    figure = box_plot(
+        out / "figures" / "grid_test_loss.png",
+        panels,
+        drop_above=DROP_ABOVE,
+        title=f"test loss per configuration, bilevel vs DEQ{' (quick)' if quick else ''}",
+    )
+    duration = time.perf_counter() - t_start
+    settings = {
+        "quick": quick,
+        "steps_override": steps,
+        "grid_override": grid,
+        "drop_above": DROP_ABOVE,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": _device(),
+        "duration_s": duration,
+        "command": _grid_command(quick, steps, grid),
+    }
+    markdown = format_grid_markdown(cells, settings)
+    atomic_write_text(out / "grid_results.md", markdown)
+    safe = json_safe({"settings": settings, "cells": cells})
+    atomic_write_text(out / "grid_results.json", json.dumps(safe, indent=2) + "\n")
+    return {
+        "cells": cells,
+        "settings": settings,
+        "figure": figure,
+        "markdown": markdown,
+        "duration_s": duration,
+    }
+
+
+def _grid_command(quick: bool, steps: int | None, grid: dict[str, list[float]] | None) -> str:
+    axes = " ".join(f"{k}={','.join(str(v) for v in vals)}" for k, vals in (grid or {}).items())
+    return (
+        "jaxinv reproduce --grid"
+        + (f" {axes}" if axes else "")
+        + (" --quick" if quick else "")
+        + (f" --steps {steps}" if steps else "")
+    )
+
+
+def _largest_gain(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The configuration that gains most PSNR over its own input (comparable across noise
+    levels, unlike the test loss), among those that did not fail."""
+    ok = [
+        r
+        for r in rows
+        if r["status"] == "ok" and all(_finite(r[k]) for k in ("psnr", "input_psnr"))
+    ]
+    return max(ok, key=lambda r: r["psnr"] - r["input_psnr"]) if ok else None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def format_grid_markdown(cells: Sequence[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """``grid_results.md``: one row per (task, arch, model) with its box's counts and
+    quartiles, and the configuration with the largest PSNR gain over its input."""
+    lines = [
+        "# The paper's grids: bilevel vs DEQ over many configurations",
+        "",
+        f"{settings['date']} · {settings['device']} · total {settings['duration_s']:.0f} s · "
+        f"command: `{settings['command']}`. Dropped from the boxes: failed configurations and "
+        f"those with test loss > {settings['drop_above']}.",
+        "",
+        "| task | arch | model | grid | steps | configurations | failed | > drop | kept "
+        "| min | q1 | median | q3 | largest PSNR gain over the input |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for c in cells:
+        b = c["box"]
+        best = _largest_gain(c["rows"])
+        grid = " × ".join(f"{k} {len(v)}" for k, v in c["grid"].items())
+        lines.append(
+            f"| {c['task']} | {c['arch']} | {c['model']} | {grid} | {c['steps']} "
+            f"| {b['configurations']} | {b['failed']} | {b['dropped_above']} | {b['kept']} "
+            f"| {_f(b['min'], '.4g')} | {_f(b['q1'], '.4g')} | {_f(b['median'], '.4g')} "
+            f"| {_f(b['q3'], '.4g')} | "
+            + (f"{best['psnr'] - best['input_psnr']:+.2f} dB {best['settings']}" if best else "–")
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 __all__ = [
     "ARCHS",
     "DATASET",
+    "DROP_ABOVE",
     "MODELS",
+    "PAPER_GRID",
+    "QUICK_GRID",
+    "box_summary",
     "cell_settings",
     "cell_warnings",
+    "dataset_settings",
+    "eval_settings",
     "experiment_config",
+    "format_grid_markdown",
     "format_markdown",
+    "run_grid_comparison",
     "run_reproduction",
     "summarise_run",
 ]

@@ -1,11 +1,15 @@
 """Training: configuration, the jitted step, the loop with checkpoints, and loading runs.
 
 ```python
-from jaxinv.train import TrainConfig, train, load_run, reconstruct
+from jaxinv.train import TrainConfig, train, train_sweep, load_run, reconstruct
 
 result = train(TrainConfig(model="deq", arch="foe", steps=200), "runs/deq-foe")
 config, model = load_run("runs/deq-foe")   # the model holds the trained parameters
 sol = reconstruct(model, config.make_task(), y)
+
+# a grid of configurations, trained as one compiled (vmapped) program
+sweep = train_sweep(TrainConfig(model="bilevel", arch="dense", dataset="mnist"),
+                    {"gamma": [0.1, 1.0], "sigma": [0.05, 0.1]}, "runs/sweep")
 ```
 """
 
@@ -20,12 +24,15 @@ from ._checkpoint import save_checkpoint as save_checkpoint
 from ._config import DEFAULT_ADJOINT as DEFAULT_ADJOINT
 from ._config import TrainConfig as TrainConfig
 from ._data import Examples as Examples
+from ._data import NoisyParts as NoisyParts
 from ._data import batch_indices as batch_indices
+from ._data import make_dataset_parts as make_dataset_parts
 from ._data import make_datasets as make_datasets
 from ._loop import TrainResult as TrainResult
 from ._loop import build_instance as build_instance
 from ._loop import load_run as load_run
 from ._loop import read_metrics as read_metrics
+from ._loop import retarget as retarget
 from ._loop import train as train
 from ._step import TrainState as TrainState
 from ._step import TrainStep as TrainStep
@@ -37,6 +44,18 @@ from ._step import make_schedule as make_schedule
 from ._step import make_train_step as make_train_step
 from ._step import reconstruct as reconstruct
 from ._step import solve_batch as solve_batch
+from ._step import step_body as step_body
+from ._sweep import GridError as GridError
+from ._sweep import SweepResult as SweepResult
+from ._sweep import SweepState as SweepState
+from ._sweep import SweepStep as SweepStep
+from ._sweep import expand_grid as expand_grid
+from ._sweep import grid_keys as grid_keys
+from ._sweep import load_sweep as load_sweep
+from ._sweep import reconstruct_stacked as reconstruct_stacked
+from ._sweep import stack as stack
+from ._sweep import train_sweep as train_sweep
+from ._sweep import unstack as unstack
 
 __all__ = [
     "CHECKPOINT",
@@ -44,7 +63,12 @@ __all__ = [
     "DEFAULT_ADJOINT",
     "CheckpointError",
     "Examples",
+    "GridError",
+    "NoisyParts",
     "RunExistsError",
+    "SweepResult",
+    "SweepState",
+    "SweepStep",
     "TrainConfig",
     "TrainResult",
     "TrainState",
@@ -53,9 +77,13 @@ __all__ = [
     "batch_indices",
     "build_instance",
     "evaluate",
+    "expand_grid",
+    "grid_keys",
     "init_state",
     "load_checkpoint",
     "load_run",
+    "load_sweep",
+    "make_dataset_parts",
     "make_datasets",
     "make_loss_fn",
     "make_optimizer",
@@ -64,7 +92,13 @@ __all__ = [
     "read_metrics",
     "read_header",
     "reconstruct",
+    "reconstruct_stacked",
+    "retarget",
     "save_checkpoint",
     "solve_batch",
+    "stack",
+    "step_body",
     "train",
+    "train_sweep",
+    "unstack",
 ]

@@ -111,6 +111,46 @@ def _degrade(task: Task, x: np.ndarray, seed: int) -> Examples:
     return Examples(np.asarray(xj), np.asarray(y))
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class NoisyParts:
+    """A set's clean images ``x``, noiseless measurements ``ax = A x`` and standard-normal noise
+    ``noise`` (numpy, ``(n, H, W)``): its measurements at any noise level ``σ`` are
+    ``ax + σ·noise``, element for element what :meth:`jaxinv.tasks.Task.degrade` computes for a
+    task with that ``σ`` and the same key (one product, one sum, each correctly rounded)."""
+
+    x: np.ndarray
+    ax: np.ndarray
+    noise: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def measurements(self, sigma: float, ids: np.ndarray | None = None) -> np.ndarray:
+        """``y = A x + σ n`` of every example, or of the examples ``ids``."""
+        ax, noise = (self.ax, self.noise) if ids is None else (self.ax[ids], self.noise[ids])
+        return ax + np.asarray(sigma, ax.dtype) * noise
+
+
+def _noisy_parts(task: Task, x: np.ndarray, seed: int) -> NoisyParts:
+    dtype = jnp.result_type(float)
+    xj = jnp.asarray(x, dtype=dtype)
+    ax = task.operator((xj.shape[-2], xj.shape[-1]))(xj)
+    noise = jax.random.normal(jax.random.PRNGKey(seed), ax.shape, ax.dtype)
+    return NoisyParts(np.asarray(xj), np.asarray(ax), np.asarray(noise))
+
+
+def make_dataset_parts(
+    config: TrainConfig, task: Task | None = None
+) -> tuple[NoisyParts, NoisyParts]:
+    """:func:`make_datasets` split into clean images, ``A x`` and noise, so that one set serves
+    every noise level: ``parts.measurements(σ)`` equals ``make_datasets`` of the configuration
+    with ``task_options["sigma"] = σ`` exactly."""
+    task = config.make_task() if task is None else task
+    train = _noisy_parts(task, _clean(config, "train", config.num_train, config.seed), config.seed)
+    val = _noisy_parts(task, _clean(config, "val", config.num_val, VAL_SEED), VAL_SEED)
+    return train, val
+
+
 def make_datasets(config: TrainConfig, task: Task | None = None) -> tuple[Examples, Examples]:
     """The fixed training set (``num_train`` examples, patches and noise drawn from ``seed``)
     and validation set (``num_val`` examples from the ``val`` split, drawn from

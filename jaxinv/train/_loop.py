@@ -515,16 +515,27 @@ def load_run(
     like = init_state(model, config, config.num_train)
     _, state = _load_state(path, like, config, need_opt_state=False)
     model = state.params
-    if image_shape is not None and tuple(image_shape) != model.image_shape:
-        _, other = build_instance(config, image_shape)
-        trained, fresh = as_dict(model), as_dict(other)
-        same = list(trained) == list(fresh) and all(
-            np.shape(trained[k]) == np.shape(fresh[k]) for k in trained
-        )
-        if not same:
-            raise ValueError(
-                f"the {config.arch!r} parameters were trained for {config.image_shape} images and "
-                f"do not fit {tuple(image_shape)} images (the architecture's size is fixed)"
-            )
-        model = refreshed(from_dict(other, trained))
+    if image_shape is not None:
+        model = retarget(config, model, image_shape)
     return config, model
+
+
+def retarget(
+    config: TrainConfig, model: AbstractModel, image_shape: tuple[int, int]
+) -> AbstractModel:
+    """``model``'s parameters on the model of ``config`` built for ``image_shape`` images (its
+    operator and derived leaves refreshed for that shape); ``model`` itself if the shape is its
+    own. ``ValueError`` if the parameters do not fit (``"dense"``'s size is fixed)."""
+    if tuple(image_shape) == model.image_shape:
+        return model
+    _, other = build_instance(config, image_shape)
+    trained, fresh = as_dict(model), as_dict(other)
+    same = list(trained) == list(fresh) and all(
+        np.shape(trained[k]) == np.shape(fresh[k]) for k in trained
+    )
+    if not same:
+        raise ValueError(
+            f"the {config.arch!r} parameters were trained for {config.image_shape} images and "
+            f"do not fit {tuple(image_shape)} images (the architecture's size is fixed)"
+        )
+    return refreshed(from_dict(other, trained))

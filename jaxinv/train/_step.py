@@ -213,7 +213,21 @@ def _train_step(
     state: TrainState, batch: dict[str, Array], key: str
 ) -> tuple[TrainState, dict[str, Array]]:
     _TRACES[key] += 1
-    config = TrainConfig.from_json(key)
+    return step_body(state, batch, TrainConfig.from_json(key))
+
+
+def step_body(
+    state: TrainState,
+    batch: dict[str, Array],
+    config: TrainConfig,
+    lr_factor: Array | None = None,
+) -> tuple[TrainState, dict[str, Array]]:
+    """One training step of one configuration, traceable and not compiled: the body that
+    :class:`TrainStep` jits and :func:`jaxinv.train.train_sweep` maps over a grid with ``vmap``.
+
+    ``lr_factor`` (a scalar, possibly traced) multiplies the final update and the logged ``lr``:
+    Adam's update ``−lr·s(t)·m̂/(√v̂ + ε)`` is linear in the learning rate, so a factor ``f`` trains
+    exactly as the schedule ``f·lr`` would (with ``lr_final`` scaled alike)."""
     model = state.params
     optimizer = make_optimizer(config, model.trainable())
     loss_fn = make_loss_fn(config)
@@ -253,6 +267,8 @@ def _train_step(
         state.opt_state,
         params,  # pyright: ignore[reportArgumentType]  # optax takes pytrees
     )
+    if lr_factor is not None:
+        updates = jax.tree.map(lambda u: u * lr_factor.astype(u.dtype), updates)
     updated = optax.apply_updates(params, updates)  # pyright: ignore[reportArgumentType]  # idem
     new_model = cast(AbstractModel, eqx.combine(updated, rest)).refresh()
     fs = sol.stats
@@ -284,7 +300,7 @@ def _train_step(
         "bwd_residual": jnp.max(gprobe.residual),
         "bwd_converged": jnp.mean((gprobe.converged > 0.5).astype(jnp.float32)),
         "grad_norm": optax.tree.norm(masked),
-        "lr": make_schedule(config)(state.step),
+        "lr": make_schedule(config)(state.step) * (1.0 if lr_factor is None else lr_factor),
         "tau": model.tau,
         "warm": jnp.mean(warm.astype(jnp.float32)),
         "skipped": skip.astype(jnp.float32),
@@ -320,13 +336,18 @@ def _check_task(model: AbstractModel, task: Task) -> None:
         )
 
 
-@eqx.filter_jit
-def _reconstruct_jit(model, y, x0, solver, throw):
+def reconstruct_body(model, y, x0, solver, throw):
+    """The fixed points of ``model`` for a batch ``y`` from ``x0`` (``None``: ``Aᵀy``),
+    traceable and not compiled (:func:`reconstruct` jits it; sweeps ``vmap`` it over a grid)."""
+
     def one(x0_, y_):
         return fixed_point(apply_model, x0_, model, y_, solver=solver, throw=throw)
 
     x0 = jax.vmap(model.init_x)(y) if x0 is None else x0
     return jax.vmap(one)(x0, y)
+
+
+_reconstruct_jit = eqx.filter_jit(reconstruct_body)
 
 
 def reconstruct(
