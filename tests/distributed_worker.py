@@ -85,7 +85,17 @@ def sharded_training_matches_single_device() -> dict:
             float(jnp.max(jnp.abs(u - v)))
             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
         )
+        # the Jacobian penalty draws each example's probes outside the shards: same steps
+        jac = dict(base, steps=2, jac_penalty=0.5, jac_kind="spectral", jac_iters=3)
+        jac = {**jac, "jac_target": 0.2}
+        jac1 = train(TrainConfig(**jac, devices=1), f"{tmp}/jac1", progress=False)
+        jac4 = train(TrainConfig(**jac, devices=4), f"{tmp}/jac4", progress=False)
+        norms = [
+            [r["jac_norm"] for r in run.history if r["kind"] == "train"] for run in (jac1, jac4)
+        ]
         return {
+            "penalised_param_diff": diff(jac1.params, jac4.params),
+            "penalised_jac_norms": norms,
             "param_diff_resumed_vs_single": diff(one.params, resumed.params),
             "param_change": diff(
                 one.params,

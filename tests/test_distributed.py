@@ -58,3 +58,11 @@ def test_sharded_training_resumes_on_one_device_with_the_same_result(report):
     assert t["checkpoint_on_one_device"]
     assert t["param_change"] > 1e-6  # training moved the parameters...
     assert t["param_diff_resumed_vs_single"] < 1e-9  # ...identically on 4 devices and on 1
+
+
+def test_penalised_training_is_the_same_on_four_devices(report):
+    t = report["training"]
+    single, sharded = t["penalised_jac_norms"]
+    assert len(single) == 2 and min(single) > 0
+    assert max(abs(a - b) for a, b in zip(single, sharded, strict=True)) < 1e-10
+    assert t["penalised_param_diff"] < 1e-9

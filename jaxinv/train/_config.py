@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ MODELS = ("bilevel", "deq")
 SCHEDULES = ("cosine", "linear", "constant")
 SOLVERS = ("anderson", "picard")
 ADJOINTS = ("cg", "gmres", "fixed_point", "anderson", "jfb")
+JAC_KINDS = ("frobenius", "spectral")
 #: With ``skip_unconverged``, training stops after this many skipped steps in a row.
 MAX_SKIPS_IN_A_ROW = 10
 #: Fields that do not change the trained parameters (ignored when matching a checkpoint).
@@ -98,6 +100,29 @@ class TrainConfig:
         devices: split each batch over this many devices (data parallelism with
             :mod:`jaxinv.distributed`; ``batch_size`` must be a multiple). Execution only: a run
             checkpointed on N devices resumes on any other number.
+        jac_penalty: weight ``w`` of a regulariser of the map's Jacobian ``J = ∂T/∂x`` at the
+            fixed points, added to the loss: ``mse + w · mean_batch P(J(x*))`` with ``x*``
+            a constant of the penalty's gradient (:mod:`jaxinv.train._penalty`). It keeps an
+            untied (DEQ) map contractive while it trains. 0 (default): off, and the step is
+            the plain MSE step. Tied maps accept it too (their safe step already makes
+            ``‖J‖₂ ≤ 1`` wherever the energy is convex, so there it matters only for
+            non-convex potentials).
+        jac_kind: ``"frobenius"``: ``P = ‖J‖_F² / n`` by Hutchinson's estimator with
+            ``jac_probes`` Gaussian probes per example (Bai, Koltun & Kolter 2021);
+            ``"spectral"``: ``P = relu(σ̂ − jac_target)²`` with ``σ̂`` the estimate of
+            ``‖J‖₂`` by ``jac_iters`` power iterations on ``JᵀJ`` from each of ``jac_probes``
+            Gaussian starts (the largest taken).
+        jac_probes: probe vectors per example (>= 1); drawn from ``(step, example id)``, so a
+            resumed run draws the same ones.
+        jac_iters: power iterations of ``"spectral"`` (>= 1).
+        jac_target: the spectral norm ``"spectral"`` tolerates unpenalised (> 0). Default
+            0.95: ``‖J‖₂ < 1`` at the fixed point makes ``T`` a local contraction (Picard
+            converges, and the adjoint system ``(I − J)ᵀu = g`` has
+            ``‖(I − J)⁻¹‖ ≤ 1/(1 − ‖J‖₂)``), but a hinge at 1 acts only once that is lost, and
+            ``σ̂`` is a lower bound: on the dense MNIST deblurring DEQ (``‖J‖₂ = 0.997`` at
+            initialisation, estimated 0.974 with 5 iterations) target 1 stayed off until the
+            first Adam step at lr 1e-3 had made ``‖J‖₂ > 1`` and every forward solve failed,
+            while 0.95 kept them converging (``benchmarks/deq_stability.py``).
     """
 
     task: str = "denoise"
@@ -137,6 +162,11 @@ class TrainConfig:
     eval_every: int = 50
     warm_start: bool = False
     devices: int = 1
+    jac_penalty: float = 0.0
+    jac_kind: str = "frobenius"
+    jac_probes: int = 1
+    jac_iters: int = 5
+    jac_target: float = 0.95
 
     def __post_init__(self) -> None:
         _choose("task", self.task, TASKS)
@@ -147,6 +177,7 @@ class TrainConfig:
         _choose("solver", self.solver, SOLVERS)
         if self.adjoint is not None:
             _choose("adjoint", self.adjoint, ADJOINTS)
+        self._check_jacobian_penalty()
         for name in ("patch_size", "num_train", "num_val", "max_image_size", "batch_size"):
             _positive_int(name, getattr(self, name))
         for name in (
@@ -215,6 +246,36 @@ class TrainConfig:
         self.make_arch()
         self.forward_solver()
         self.adjoint_strategy()
+
+    def _check_jacobian_penalty(self) -> None:
+        _choose("jac_kind", self.jac_kind, JAC_KINDS)
+        for name in ("jac_penalty", "jac_target"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"TrainConfig: {name} must be a finite number, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        if self.jac_penalty < 0:
+            raise ValueError(
+                f"TrainConfig: jac_penalty must be >= 0 (0 turns the Jacobian penalty off), got "
+                f"{self.jac_penalty}"
+            )
+        if not self.jac_target > 0:
+            raise ValueError(
+                f"TrainConfig: jac_target must be positive (the spectral norm left unpenalised, "
+                f"e.g. 0.95), got {self.jac_target}"
+            )
+        for name in ("jac_probes", "jac_iters"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(
+                    f"TrainConfig: {name} must be an integer >= 1 (e.g. 1 probe, 5 iterations), "
+                    f"got {v!r}"
+                )
+        if self.jac_penalty and self.arch == "tv":
+            raise ValueError(
+                "TrainConfig: arch 'tv' is tuned on the validation set, not trained by "
+                "gradients, so jac_penalty has nothing to act on; set jac_penalty=0"
+            )
 
     # ---- derived objects -------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ trainable ones, and ``model.refresh()`` recomputes the derived ones. Everything 
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ from ..models._base import _name
 from ..solvers import AbstractFixedPointSolver, reconstruction_solver
 from ..tasks import Task
 from ._config import TrainConfig
+from ._penalty import METRIC, jacobian_probes, make_jacobian_penalty
 
 
 class TrainState(eqx.Module):
@@ -159,6 +161,34 @@ def make_loss_fn(config: TrainConfig) -> Callable:
     return loss
 
 
+def make_objective(config: TrainConfig) -> Callable:
+    """``objective(model, probes, batch, x0, jac_probes) -> (value, (solution, jac))``: the
+    step's training objective. Without a Jacobian penalty (``config.jac_penalty == 0``) it is
+    :func:`make_loss_fn`'s MSE and ``jac`` is ``{}`` (``jac_probes`` unused); with one it is
+    ``mse + w · mean_b P_b`` (:func:`jaxinv.train._penalty.make_jacobian_penalty`, at the
+    fixed points held constant) and ``jac`` holds per-example arrays: ``mse`` and ``jac_loss``
+    (the batch's values, repeated) and the estimates (``jac_frob`` or ``jac_norm``)."""
+    loss_fn = make_loss_fn(config)
+    penalty = make_jacobian_penalty(config)
+    if penalty is None:
+
+        def mse_only(model, probes, batch, x0, jac_probes=None):
+            mse, sol = loss_fn(model, probes, batch, x0)
+            return mse, (sol, {})
+
+        return mse_only
+    est_name = METRIC[config.jac_kind]
+
+    def penalised(model, probes, batch, x0, jac_probes):
+        mse, sol = loss_fn(model, probes, batch, x0)
+        jac, est = penalty(model, jax.lax.stop_gradient(sol.value), batch["y"], jac_probes)
+        n = est.shape[0]
+        per_example = {"mse": jnp.full(n, mse), "jac_loss": jnp.full(n, jac), est_name: est}
+        return mse + jac, (sol, per_example)
+
+    return penalised
+
+
 #: Traces of the training step per configuration (:func:`_step_key`).
 _TRACES: collections.Counter[str] = collections.Counter()
 
@@ -167,9 +197,18 @@ _TRACES: collections.Counter[str] = collections.Counter()
 _NOT_IN_STEP = {"checkpoint_every": 0, "eval_every": 0, "seed": 0, "num_val": 1}
 
 
+#: The Jacobian penalty's options, which the step ignores while ``jac_penalty`` is 0.
+_JAC_OFF = {
+    f.name: f.default
+    for f in dataclasses.fields(TrainConfig)
+    if f.name.startswith("jac_") and f.name != "jac_penalty"
+}
+
+
 def _step_key(config: TrainConfig) -> str:
     """The configuration the compiled step depends on, as JSON (a static argument)."""
-    return config.replace(**_NOT_IN_STEP).to_json()
+    unused = _NOT_IN_STEP if config.jac_penalty else {**_NOT_IN_STEP, **_JAC_OFF}
+    return config.replace(**unused).to_json()
 
 
 class TrainStep:
@@ -180,7 +219,11 @@ class TrainStep:
     (batch mean), forward ``fwd_iters`` (mean), ``fwd_iters_max``, ``fwd_residual`` (max),
     ``fwd_converged`` (fraction), the same four ``bwd_*`` for the adjoint solve, ``grad_norm``
     (trainable leaves), ``lr`` (used for this step), ``tau``, ``warm`` (fraction of the batch
-    warm-started) and ``skipped`` (1 where ``skip_unconverged`` kept the old state).
+    warm-started) and ``skipped`` (1 where ``skip_unconverged`` kept the old state). With a
+    Jacobian penalty (``config.jac_penalty > 0``) ``loss`` stays the MSE and three more are
+    logged: ``jac_loss`` (the weighted penalty added to it) and the estimate's batch mean and
+    max, ``jac_frob`` / ``jac_frob_max`` (``‖J‖_F²/n``) or ``jac_norm`` / ``jac_norm_max``
+    (``‖J‖₂``); with ``skip_unconverged`` a non-finite penalty also skips the step.
 
     The step is one ``eqx.filter_jit`` function of the state, the batch and the configuration:
     every :class:`TrainStep` of the same configuration, for any model with the same settings and
@@ -230,7 +273,7 @@ def step_body(
     exactly as the schedule ``f·lr`` would (with ``lr_final`` scaled alike)."""
     model = state.params
     optimizer = make_optimizer(config, model.trainable())
-    loss_fn = make_loss_fn(config)
+    objective_fn = make_objective(config)
     y = batch["y"]
     params, rest = partition(model)
     dtype = jax.tree.leaves(params)[0].dtype
@@ -243,24 +286,28 @@ def step_body(
     else:
         warm = jnp.zeros(y.shape[0], bool)
     probes = BackwardProbe.zeros(y.shape[0])
+    jac_v = None
+    if config.jac_penalty:  # drawn here, so every device gets its own examples' probes
+        jac_v = jacobian_probes(config, state.step, batch["ids"], model.image_shape, dtype)
 
     def value_and_grad(split, shard):
         params, rest = split
-        probes, b, x0 = shard
+        probes, b, x0, v = shard
 
         def objective(p, pr):
-            return loss_fn(eqx.combine(p, rest), pr, b, x0)
+            return objective_fn(eqx.combine(p, rest), pr, b, x0, v)
 
-        (loss, sol), (grads, gprobe) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+        (value, aux), (grads, gprobe) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
             params, probes
         )
-        return (loss, (sol, gprobe)), grads
+        return (value, (*aux, gprobe)), grads
 
     if config.devices > 1:  # each device solves its slice of the batch; grads are averaged
         value_and_grad = distributed.data_parallel(
             value_and_grad, distributed.data_mesh(config.devices)
         )
-    (loss, (sol, gprobe)), grads = value_and_grad((params, rest), (probes, batch, x0))
+    (value, (sol, jac, gprobe)), grads = value_and_grad((params, rest), (probes, batch, x0, jac_v))
+    loss = jnp.mean(jac["mse"]) if jac else value
     # optax.Params names arrays and their containers, not every pytree (here an eqx.Module)
     updates, opt_state = optimizer.update(
         grads,
@@ -274,7 +321,7 @@ def step_body(
     fs = sol.stats
     skip = jnp.zeros((), bool)
     if config.skip_unconverged:  # keep the old state: this gradient is not the implicit one
-        ok = jnp.all(fs.converged) & jnp.all(gprobe.converged > 0.5) & jnp.isfinite(loss)
+        ok = jnp.all(fs.converged) & jnp.all(gprobe.converged > 0.5) & jnp.isfinite(value)
         skip = ~ok
         new_params, opt_state = jax.tree.map(
             lambda new, old: jnp.where(ok, new, old),
@@ -305,6 +352,15 @@ def step_body(
         "warm": jnp.mean(warm.astype(jnp.float32)),
         "skipped": skip.astype(jnp.float32),
     }
+    if jac:
+        est = METRIC[config.jac_kind]
+        metrics.update(
+            {
+                "jac_loss": jnp.mean(jac["jac_loss"]),
+                est: jnp.mean(jac[est]),
+                f"{est}_max": jnp.max(jac[est]),
+            }
+        )
     new = TrainState(state.step + 1, new_model, opt_state, buffer, seen)
     return new, metrics
 
