@@ -269,6 +269,7 @@ def test_resumed_penalised_run_equals_uninterrupted_run(tmp_path):
     assert len(norms) == 4 and all(n > 0 for n in norms)
 
 
+@pytest.mark.unchecked  # wrong types on purpose: the config's own errors are tested
 @pytest.mark.parametrize(
     "changes, message",
     [

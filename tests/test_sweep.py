@@ -174,6 +174,7 @@ def test_a_failing_configuration_is_frozen_and_the_others_train_on(tmp_path):
         _same_records(single.history, result.records(g) + _others(result, g))
 
 
+@pytest.mark.unchecked  # wrong types on purpose: the sweep's own errors are tested
 @pytest.mark.parametrize(
     ("grid", "changes", "words"),
     [

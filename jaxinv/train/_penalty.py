@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
 from .._jacobian import frobenius_sq, spectral_norm
@@ -37,7 +38,7 @@ def jacobian_probes(
     step: Int[Array, ""],
     ids: Int[Array, " B"],
     image_shape: tuple[int, int],
-    dtype: jnp.dtype,
+    dtype: DTypeLike,
 ) -> Float[Array, "B k H W"]:
     """Standard Gaussian probes ``(B, jac_probes, H, W)``: example ``ids[b]`` at step ``step``
     gets ``normal(fold_in(fold_in(key, step), ids[b]))``, the same whatever the batch order or
