@@ -19,6 +19,12 @@ loss becomes non-finite is evaluated at its last checkpoint and marked.
     python benchmarks/deq_stability.py                         # 200 steps each
     python benchmarks/deq_stability.py --steps 4 --frobenius 10 --spectral 100 1000 --no-reference
 
+Measured with the defaults (2 CPU cores at load average about 5, 45 min; the table is in the
+README): at lr 1e-3 the unpenalised run diverges from its second step (-1.03 dB against the
+input's 14.27); Frobenius 100 / 1000 and spectral 1e4 keep every forward solve converging and
+the exact ‖J‖₂ at 1.00 but end at 13.73 / 12.86 / 14.07 dB; lr 1e-4 without a penalty reaches
+15.79 dB.
+
 Runs are written to ``--runs`` (default ``runs/deq_stability``) and reused when finished with
 the same configuration (``--overwrite`` trains again). Prints a table and writes
 ``benchmarks/results/deq_stability.json``.

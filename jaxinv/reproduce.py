@@ -95,6 +95,9 @@ _FULL: dict[str, dict[str, Any]] = {
         # 1.01 -> 0.107 against 0.151 for the input), inpainting reaches 0.158 instead of 0.249
         # at step 20, ‖W‖ stays ≈ 1. Denoising is NOT fixed by it: the full 200 steps end at
         # 26.05 dB on the test digits (26.09 with init_scale 0.1) against 26.02 for the input.
+        # A Jacobian penalty (TrainConfig.jac_penalty) at 1e-3 keeps every DEQ deblurring solve
+        # converging but ends below the input after 200 steps (14.07 dB at best against 14.27;
+        # 15.79 at 1e-4): benchmarks/deq_stability.py. So 1e-4 stays.
         lr=1e-4,
         lr_final=1e-7,
         tol=1e-3,

@@ -120,9 +120,10 @@ class TrainConfig:
             converges, and the adjoint system ``(I − J)ᵀu = g`` has
             ``‖(I − J)⁻¹‖ ≤ 1/(1 − ‖J‖₂)``), but a hinge at 1 acts only once that is lost, and
             ``σ̂`` is a lower bound: on the dense MNIST deblurring DEQ (``‖J‖₂ = 0.997`` at
-            initialisation, estimated 0.974 with 5 iterations) target 1 stayed off until the
-            first Adam step at lr 1e-3 had made ``‖J‖₂ > 1`` and every forward solve failed,
-            while 0.95 kept them converging (``benchmarks/deq_stability.py``).
+            initialisation, estimated 0.974 with 5 iterations) with weight 1e4, target 1
+            stayed off until the first Adam step at lr 1e-3 had made ``‖J‖₂ > 1`` and every
+            forward solve failed, while 0.95 kept them converging
+            (``benchmarks/deq_stability.py``).
     """
 
     task: str = "denoise"
