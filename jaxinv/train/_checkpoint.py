@@ -20,6 +20,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,18 @@ def leftover_temp_files(out_dir: str | os.PathLike) -> list[Path]:
     if not out.is_dir():
         return []
     return sorted(p for p in out.iterdir() if p.name.startswith(TMP_PREFIX))
+
+
+def remove_leftover_temp_files(out_dir: str | os.PathLike, stacklevel: int = 2) -> None:
+    """Delete :func:`leftover_temp_files`, with a warning for each (the last complete
+    checkpoint is unaffected)."""
+    for tmp in leftover_temp_files(out_dir):
+        warnings.warn(
+            f"removing {tmp}: a temporary file left by a write that was interrupted (the process "
+            "was killed mid-write); the last complete checkpoint is unaffected",
+            stacklevel=stacklevel + 1,
+        )
+        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(

@@ -27,9 +27,9 @@ from ._checkpoint import (
     CheckpointError,
     RunExistsError,
     atomic_write_text,
-    leftover_temp_files,
     load_checkpoint,
     read_header,
+    remove_leftover_temp_files,
     save_checkpoint,
 )
 from ._config import MAX_SKIPS_IN_A_ROW, TrainConfig
@@ -185,13 +185,7 @@ def _input_record(val: Examples, config: TrainConfig) -> dict[str, Any]:
 def _prepare_dir(out: Path, config: TrainConfig, resume: bool, overwrite: bool):
     """Returns the checkpoint header to resume from, or ``None`` to start afresh."""
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in leftover_temp_files(out):
-        warnings.warn(
-            f"removing {tmp}: a temporary file left by a write that was interrupted (the process "
-            "was killed mid-write); the last complete checkpoint is unaffected",
-            stacklevel=3,
-        )
-        tmp.unlink(missing_ok=True)
+    remove_leftover_temp_files(out, stacklevel=3)
     ckpt = out / CHECKPOINT
     if not ckpt.exists():
         # A run killed before its first checkpoint left only config.json/metrics.jsonl: start

@@ -42,7 +42,6 @@ import math
 import numbers
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -63,9 +62,9 @@ from ._checkpoint import (
     CheckpointError,
     RunExistsError,
     atomic_write_text,
-    leftover_temp_files,
     load_checkpoint,
     read_header,
+    remove_leftover_temp_files,
     save_checkpoint,
 )
 from ._config import MAX_SKIPS_IN_A_ROW, TrainConfig
@@ -431,13 +430,7 @@ def _initial(lanes: Sequence[TrainConfig], settings: Sequence[dict], num: int) -
 def _prepare(out: Path, spec: dict, resume: bool, overwrite: bool) -> dict | None:
     """The checkpoint header to resume from, or ``None`` to start afresh."""
     out.mkdir(parents=True, exist_ok=True)
-    for tmp in leftover_temp_files(out):
-        warnings.warn(
-            f"removing {tmp}: a temporary file left by an interrupted write; the last complete "
-            "checkpoint is unaffected",
-            stacklevel=3,
-        )
-        tmp.unlink(missing_ok=True)
+    remove_leftover_temp_files(out, stacklevel=3)
     ckpt = out / CHECKPOINT
     if not ckpt.exists() or overwrite:
         if not overwrite and (out / METRICS).exists():
