@@ -21,14 +21,11 @@ in the warm pass, so a change in the machine's speed affects them alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -37,7 +34,7 @@ from jaxinv.metrics import psnr
 from jaxinv.restore import open_model, restore_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from set12_quality import noisy_images  # noqa: E402  (the same noisy images)
+from set12_quality import machine, noisy_images, write_result  # noqa: E402  (shared)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "restore_speed.json"
 
@@ -127,12 +124,9 @@ def main() -> None:
         "noise_seed": args.seed,
         "methods": methods,
         "load_average_before_after": [load_before, os.getloadavg()],
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
-        f"({jax.default_backend()})",
+        "machine": machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,19 @@ def run_bm3d(noisy: list[np.ndarray], sigma: float) -> tuple[list[np.ndarray] | 
     return out, time.perf_counter() - t0, f"bm3d {version}".strip()
 
 
+def machine() -> str:
+    """The machine a benchmark ran on, in words."""
+    cores = f"{os.cpu_count()} CPU cores"
+    return f"{platform.machine()}, {cores}, jax {jax.__version__} ({jax.default_backend()})"
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Write a benchmark's JSON result and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", required=True, type=Path, help="folder of clean test images")
@@ -175,12 +188,9 @@ def main() -> None:
         "models": details,
         "bm3d": bm3d_note,
         "seconds": timings,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
-        f"({jax.default_backend()})",
+        "machine": machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
