@@ -10,7 +10,8 @@ later processes; the command line turns this on by default, in
 
 In Python, call :func:`enable_compilation_cache` yourself (nothing is written unless you do).
 The cache may be deleted at any time; it only holds programs at least
-:data:`MIN_COMPILE_SECONDS` took to compile.
+:data:`MIN_COMPILE_SECONDS` took to compile (or JAX's own
+``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``, when that is set).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ENV = "JAXINV_COMPILATION_CACHE"
 
 #: Programs that compile faster than this are not written (JAX's own default is 1 s).
 MIN_COMPILE_SECONDS = 1.0
+
+_JAX_MIN_TIME = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"
 
 _OFF = ("", "0", "off", "false", "none", "no")
 
@@ -53,5 +56,6 @@ def enable_compilation_cache(path: str | os.PathLike[str]) -> Path:
             f"another directory, or disable the cache with {ENV}=off"
         ) from None
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
+    if _JAX_MIN_TIME not in os.environ:  # the user's own JAX setting wins
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return directory

@@ -63,7 +63,9 @@ def test_restore_writes_its_solve_to_the_cache_and_the_next_process_reuses_it(tm
     image = tmp_path / "noisy.npy"
     np.save(image, np.random.default_rng(0).uniform(0, 1, (12, 12)).astype(np.float32))
     cache = tmp_path / "xla"
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # every program is kept, however fast it compiled (the default keeps those > 1 s only, and
+    # how long the 12x12 solve compiles depends on the machine's load)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
     def restore(out, *prefix):
         cmd = [sys.executable, *prefix, "restore", "foe-student-t-s25", str(image), "--raw"]
@@ -74,7 +76,7 @@ def test_restore_writes_its_solve_to_the_cache_and_the_next_process_reuses_it(tm
 
     restore("a", "-m", "jaxinv.cli")
     solves = [p.name for p in cache.iterdir() if "reconstruct" in p.name]
-    assert len(solves) == 1, sorted(p.name for p in cache.iterdir())  # compiled > 1 s: kept
+    assert len(solves) == 1, sorted(p.name for p in cache.iterdir())
     printed = restore("b", "-c", _COUNT_HITS)
     hits = int(printed.rsplit("cache hits:", 1)[1])
     assert hits >= 1, printed  # the solve (at least) came from the cache, not the compiler

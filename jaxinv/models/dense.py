@@ -38,6 +38,7 @@ class DenseModel(AbstractModel):
     activation: str = eqx.field(static=True, default="relu")
     shrink: float = eqx.field(static=True, default=0.5)
     fixed_tau: bool = eqx.field(static=True, default=False)
+    center: float = eqx.field(static=True, default=0.0)
 
     def frozen(self) -> tuple[str, ...]:
         return ("lam", "tau", "gamma")
@@ -51,7 +52,9 @@ class DenseModel(AbstractModel):
         sigma = get_activation(self.activation, **opts)
         T = energies.deq_dense_map(self.operator, activation=sigma)
         v = self.W.T if self.tied else self.V
-        p = {"lam": self.lam, "tau": self.tau, "gamma": self.gamma, "W": self.W, "b": self.b}
+        # W (u − c) + b = W u + (b − c W 1)
+        b = self.b - self.center * jnp.sum(self.W, axis=1) if self.center else self.b
+        p = {"lam": self.lam, "tau": self.tau, "gamma": self.gamma, "W": self.W, "b": b}
         return T(x, {**p, "V": v}, y)
 
     def refresh(self) -> DenseModel:
@@ -85,6 +88,8 @@ class Dense(Architecture):
     lam: float = 1.0
     tau: float | str = "safe"
     init_scale: float = 0.5
+    bias: float = 0.0
+    center: float = 0.0
 
     def __post_init__(self) -> None:
         _choose("activation", self.activation, tuple(_DENSE_POTENTIAL))
@@ -96,7 +101,9 @@ class Dense(Architecture):
     def build(self, key, task, image_shape, tied=True) -> DenseModel:
         shape = _check_common(self.name, task, image_shape)
         d = shape[0] * shape[1]
-        init = init_dense(key, d, scale=self.init_scale, gamma=self.gamma, dtype=_float(0).dtype)
+        init = init_dense(
+            key, d, scale=self.init_scale, gamma=self.gamma, bias=self.bias, dtype=_float(0).dtype
+        )
         model = DenseModel(
             operator=task.operator(shape),
             image_shape=shape,
@@ -112,5 +119,6 @@ class Dense(Architecture):
             activation=self.activation,
             shrink=float(self.shrink),
             fixed_tau=self.tau != "safe",
+            center=float(self.center),
         )
         return refreshed(model)

@@ -45,17 +45,20 @@ def init_dense(
     num_features: int | None = None,
     scale: float = 1.0,
     gamma: float = 1.0,
+    bias: float = 0.0,
     dtype: Any = None,
 ) -> dict[str, Array]:
     """Random dense parameters: ``W`` (m × d, ``m = num_features or d``) i.i.d. normal times
-    ``scale / sqrt(d)`` (so ``‖W‖₂ ≈ scale · (1 + sqrt(m/d))``), ``b = 0``, ``gamma``."""
+    ``scale / sqrt(d)`` (so ``‖W‖₂ ≈ scale · (1 + sqrt(m/d))``), ``b = bias`` (every entry),
+    ``gamma``."""
     if d < 1:
         raise ValueError(f"d must be positive, got {d}")
     dtype = dtype or jnp.asarray(0.0).dtype
-    return _init_dense(key, d, num_features or d, scale, gamma, dtype)
+    return _init_dense(key, d, num_features or d, scale, gamma, bias, dtype)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2, 5))
-def _init_dense(key, d, m, scale, gamma, dtype):
+@functools.partial(jax.jit, static_argnums=(1, 2, 6))
+def _init_dense(key, d, m, scale, gamma, bias, dtype):
     w = jax.random.normal(key, (m, d), dtype) * (scale / jnp.sqrt(d))
-    return {"W": w, "b": jnp.zeros((m,), dtype), "gamma": jnp.asarray(gamma, dtype)}
+    b = jnp.full((m,), bias, dtype)
+    return {"W": w, "b": b, "gamma": jnp.asarray(gamma, dtype)}
