@@ -194,6 +194,23 @@ def test_dense_parameter_counts_match_the_paper():
     assert models.count_params(tied) == tied.num_params() + 3  # + lam, tau, gamma
 
 
+def test_dense_center_and_bias_reparametrise_the_pre_activation():
+    # T(u) = u − τ (λ (u − y) + γ Wᵀ σ(W (u − c) + b)), by hand, with σ = ReLU and identity
+    task = make_task("denoise", dataset="mnist")
+    rng = np.random.default_rng(0)
+    u, y = (jnp.asarray(rng.uniform(-1, 1, (8, 8))) for _ in range(2))
+    for activation, sigma in (("relu", lambda z: np.maximum(z, 0)), ("identity", lambda z: z)):
+        m = models.build_model(
+            "dense", 0, task, (8, 8), activation=activation, center=-1.0, bias=0.3
+        )
+        W, b = np.asarray(m.W), np.asarray(m.b)
+        np.testing.assert_array_equal(b, np.full(64, 0.3))
+        z = W @ (np.asarray(u).ravel() + 1.0) + b
+        g = float(m.lam) * (np.asarray(u) - np.asarray(y)).ravel() + float(m.gamma) * W.T @ sigma(z)
+        expected = np.asarray(u).ravel() - float(m.tau) * g
+        np.testing.assert_allclose(np.asarray(m(u, y)).ravel(), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_paper_conv_counts_and_initialisation():
     conv = _build("conv2x11", True)
     p = models.as_dict(conv)

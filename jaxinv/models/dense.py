@@ -78,7 +78,10 @@ class Dense(Architecture):
     ``"relu"``, ``"soft_shrink"`` (threshold ``shrink``) or ``"identity"``. ``tau="safe"``
     (default) recomputes ``τ = 1/(λ‖A‖² + |γ| ‖W‖ ‖V‖)`` (``V = Wᵀ`` tied; norms by power
     iteration) after every step; a number fixes τ (the paper's grid: 0.01 … 2.1). ``init_scale``
-    scales the Gaussian init (``‖W‖ ≈ 2·init_scale``).
+    scales the Gaussian init (``‖W‖ ≈ 2·init_scale``); ``bias`` is every entry of the initial
+    ``b``. ``center`` (``c``, default 0) writes the pre-activation as ``W(u − c) + b``: the same
+    model family, but when most pixels sit at ``c`` (MNIST's background at −1) Adam's steps on
+    ``W`` no longer shift every unit's input coherently by ``lr · Σ_j |u_j|``.
     """
 
     name: ClassVar[str] = "dense"
