@@ -18,7 +18,6 @@ stderr that says what to do -- no traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -27,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from .data import dataset_info
+from .models import ARCHITECTURES
 from .tasks import DATASETS, TASKS
+from .train import MODELS, SECTIONS, DataConfig, TrainConfig, flat_name, setting_names
 
 EXIT_USAGE = 2
-ARCHS = ("foe", "conv2x11", "conv30x3", "dense", "tv", "spline")
-MODELS = ("bilevel", "deq")
+ARCHS = tuple(ARCHITECTURES)
 
 
 class CLIError(Exception):
@@ -126,7 +126,8 @@ _DOTTED = ("arch_options", "task_options", "lr_scale")
 
 def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
     """Apply one ``--set KEY=VALUE`` (VALUE parsed as JSON, else kept as text); ``KEY`` is a
-    TrainConfig field or ``arch_options.NAME`` / ``task_options.NAME`` / ``lr_scale.NAME``."""
+    TrainConfig setting by its flat name (``lr``, ``adjoint_tol``), a dotted sub-configuration
+    field (``optim.lr``) or ``arch_options.NAME`` / ``task_options.NAME`` / ``lr_scale.NAME``."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -136,16 +137,22 @@ def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
     except json.JSONDecodeError:
         value = text
     head, dot, sub = key.partition(".")
-    if dot:
+    if dot and key in fields:  # a sub-configuration field, kept by its flat name
+        kw[flat_name(key)] = value
+    elif dot:
         if head not in _DOTTED or not sub:
-            raise CLIError(f"--set {key}: only {', '.join(_DOTTED)} take a dotted name (HEAD.NAME)")
+            raise CLIError(
+                f"--set {key}: unknown setting; a dotted name is SECTION.FIELD of "
+                f"{', '.join(SECTIONS)} or one of {', '.join(_DOTTED)} (HEAD.NAME)"
+            )
         kw[head] = {**kw.get(head, {}), sub: value}
     elif key in fields:
         kw[key] = value
     else:
+        flat = sorted(k for k in fields if "." not in k and k not in SECTIONS)
         raise CLIError(
-            f"--set {key}: unknown setting; choose from {', '.join(sorted(fields))} or "
-            + " / ".join(f"{h}.NAME" for h in _DOTTED)
+            f"--set {key}: unknown setting; choose from {', '.join(flat)}, SECTION.FIELD of "
+            f"{', '.join(SECTIONS)}, or " + " / ".join(f"{h}.NAME" for h in _DOTTED)
         )
 
 
@@ -173,9 +180,8 @@ def build_train_config(args: argparse.Namespace, defaults: dict[str, Any] | None
     """The :class:`jaxinv.train.TrainConfig` the ``train`` arguments ask for (``defaults``:
     settings under the explicit options, e.g. ``sweep --quick``'s)."""
     from .data import list_image_files
-    from .train import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(setting_names())
     arch, dataset = _arch_and_dataset(args)
     if arch == "dense" and dataset != "mnist":
         raise CLIError("--arch dense is the paper's MNIST model; use --dataset mnist (the default)")
@@ -203,16 +209,16 @@ def build_train_config(args: argparse.Namespace, defaults: dict[str, Any] | None
         if value is not None:
             kw[field] = value
     if "batch_size" in kw and "num_train" not in kw:
-        kw["num_train"] = max(TrainConfig.num_train, kw["batch_size"])
+        kw["num_train"] = max(DataConfig().num_train, kw["batch_size"])
     kw.update(_devices_option(args.devices, fields))
     for item in args.set or ():
         _apply_setting(kw, item, fields)
     try:
-        config = TrainConfig(**kw)
-        for folder in (config.train_images, config.val_images):
+        config = TrainConfig.of(**kw)
+        for folder in (config.data.train_images, config.data.val_images):
             if folder:  # a missing or empty folder is reported before anything compiles
                 list_image_files(folder)
-        if config.lr_scale:  # its names are checked against the model's parameters
+        if config.optim.lr_scale:  # its names are checked against the model's parameters
             from .train import build_instance, make_optimizer
 
             make_optimizer(config, build_instance(config)[1].trainable())
@@ -229,8 +235,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = build_train_config(args)
     _check_out_dir(out, overwrite=args.overwrite, resume=args.resume)
     print(
-        f"training {config.model} / {config.arch} on {config.train_images or config.dataset} "
-        f"for {config.task} "
+        f"training {config.model} / {config.arch} on "
+        f"{config.data.train_images or config.data.dataset} for {config.task} "
         f"({config.make_task().describe()}), {config.steps} steps of batch {config.batch_size} "
         f"-> {out}",
         flush=True,
@@ -312,8 +318,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     test = eval_settings(dataset, quick=args.quick)
     test.update({k: v for k, v in (("crop", args.crop), ("max_images", args.max_images)) if v})
     print(
-        f"sweeping {config.model} / {config.arch} on {config.dataset} for {config.task}: {n} "
-        f"configurations x {config.steps} steps of batch {config.batch_size} in one compiled "
+        f"sweeping {config.model} / {config.arch} on {config.data.dataset} for {config.task}: "
+        f"{n} configurations x {config.steps} steps of batch {config.batch_size} in one compiled "
         f"program -> {out}",
         flush=True,
     )

@@ -88,13 +88,13 @@ def check_run_dir(path: str | os.PathLike[str]) -> Path:
 def held_out_images(
     config: Any, *, crop: int = DEFAULT_CROP, max_images: int | None = None
 ) -> tuple[list[str], list[np.ndarray]]:
-    """Names and clean images of the test split of ``config.dataset``.
+    """Names and clean images of the test split of ``config.data.dataset``.
 
     Natural images: the bundled test photographs, shrunk like the training images
-    (``config.max_image_size``) and centre-cropped to ``crop`` (or their smaller side).
+    (``config.data.max_image_size``) and centre-cropped to ``crop`` (or their smaller side).
     MNIST: the test digits on [−1, 1]. ``max_images`` keeps the first so many.
     """
-    if config.dataset == "mnist":
+    if config.data.dataset == "mnist":
         digits = load_mnist("test").images
         if max_images is not None:
             digits = digits[:max_images]
@@ -102,7 +102,7 @@ def held_out_images(
     names = list(SPLITS["test"])
     if max_images is not None:
         names = names[:max_images]
-    images = load_images("test", max_size=config.max_image_size)[: len(names)]
+    images = load_images("test", max_size=config.data.max_image_size)[: len(names)]
     side = min(crop, *(min(im.shape) for im in images))
     return names, list(center_crops(images, side))
 
@@ -135,7 +135,7 @@ def read_user_images(
                 f"image {str(path)!r} is {image.shape[0]}x{image.shape[1]} but the dense model "
                 f"of this run only works on {h}x{w} images; resize it to {h}x{w}"
             )
-        image = config.data.from_unit(image)
+        image = config.dataset_info.from_unit(image)
         names.append(str(path))
         images.append(image.astype(np.float32))
     if not images:
@@ -168,16 +168,16 @@ def degrade_images(task: Any, images: Sequence[np.ndarray], seed: int) -> list[j
 
 
 def validation_images(config: Any, *, crop: int = DEFAULT_CROP) -> np.ndarray:
-    """Clean images the TV weight is tuned on: the validation split of ``config.dataset``.
+    """Clean images the TV weight is tuned on: the validation split of ``config.data.dataset``.
 
     Natural images: :data:`TV_TUNE_COUNT` seeded patches of side ``min(crop, smallest side)``
     from the validation photographs (shrunk like the training images), so the weight is tuned
     at about the scale it is tested at. MNIST: the first :data:`TV_TUNE_COUNT` validation digits.
     """
 
-    if config.dataset == "mnist":
+    if config.data.dataset == "mnist":
         return load_mnist("val").images[: 4 * TV_TUNE_COUNT]
-    images = load_images("val", max_size=config.max_image_size)
+    images = load_images("val", max_size=config.data.max_image_size)
     side = min(crop, *(min(im.shape) for im in images))
     return sample_patches(images, side, TV_TUNE_COUNT, seed=TV_TUNE_SEED)
 
@@ -203,10 +203,10 @@ def tune_tv_for_run(
     task = config.make_task()
     key = {
         "task": task.to_dict(),
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "eps": TV_EPS,
-        "crop": crop if config.dataset == "natural" else None,
-        "max_image_size": config.max_image_size if config.dataset == "natural" else None,
+        "crop": crop if config.data.dataset == "natural" else None,
+        "max_image_size": config.data.max_image_size if config.data.dataset == "natural" else None,
     }
     cache = run / TV_CACHE
     if cache.exists() and not refresh:
@@ -284,7 +284,8 @@ def _check_comparable(label: str, other: Any, config: Any) -> None:
     ):
         raise EvaluationError(
             f"cannot compare with {label!r}: it was trained for {theirs.describe()} on "
-            f"{other.dataset} data, the run for {mine.describe()} on {config.dataset} data"
+            f"{other.data.dataset} data, the run for {mine.describe()} on "
+            f"{config.data.dataset} data"
         )
 
 
@@ -392,7 +393,7 @@ def evaluate_run(
         "task_description": task.describe(),
         "model": config.model,
         "arch": config.arch,
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "sigma": task.sigma,
         "seed": seed,
         "data_range": dr,
@@ -405,7 +406,7 @@ def evaluate_run(
     if figure is not None:
         from .plots import reconstruction_grid
 
-        lo = config.data.lo
+        lo = config.dataset_info.lo
         same = [i for i in range(len(clean)) if clean[i].shape == clean[0].shape]
         cols = {"ground truth": np.stack([clean[i] for i in same])}
         heads = {"degraded": "degraded", "reconstruction": config.model, "tv": "TV"}

@@ -427,7 +427,7 @@ def run_figures(
         n = min(max_images, len(val))
         sol = reconstruct(model, task, val.y[:n], solver=config.forward_solver())
         y = np.asarray(task.degraded_view(val.y[:n]))
-        lo = config.data.lo
+        lo = config.dataset_info.lo
         out.append(
             reconstruction_grid(
                 fig_dir / "reconstructions.png",

@@ -219,7 +219,7 @@ def experiment_config(
     kw.update(cell_settings(task, arch))
     if steps is not None:
         kw["steps"] = int(steps)
-    return TrainConfig(task=task, model=model, arch=arch, dataset=dataset, **kw)
+    return TrainConfig.of(task=task, model=model, arch=arch, dataset=dataset, **kw)
 
 
 def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
@@ -245,19 +245,19 @@ def summarise_run(
     """One row of the results table from a run's metrics and its test evaluation."""
     train_recs = [r for r in history if r.get("kind") == "train"]
     per_step, with_compile = _timing(train_recs)
-    steps_per_epoch = math.ceil(config.num_train / config.batch_size)
+    steps_per_epoch = math.ceil(config.data.num_train / config.batch_size)
     rec = evaluation["mean"]["reconstruction"]
     deg = evaluation["mean"]["degraded"]
     return {
         "task": config.task,
         "arch": config.arch,
         "model": config.model,
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "adjoint": config.adjoint_method,
-        "adjoint_tol": config.adjoint_tol,
-        "adjoint_max_iter": config.adjoint_max_iter,
-        "tol": config.tol,
-        "max_iter": config.max_iter,
+        "adjoint_tol": config.adjoint.tol,
+        "adjoint_max_iter": config.adjoint.max_iter,
+        "tol": config.forward.tol,
+        "max_iter": config.forward.max_iter,
         "steps": config.steps,
         "test_images": len(evaluation["images"]),
         "test_loss": rec["mse"],
