@@ -32,6 +32,9 @@ from . import pretrained
 from .data import SPLITS, center_crops, load_image_file, load_images, load_mnist, sample_patches
 from .metrics import psnr, ssim
 from .models import TV
+from .plots import reconstruction_grid
+from .runs import check_run_dir as check_run_dir
+from .runs import is_run_dir as is_run_dir
 from .solvers import reconstruction_solver
 from .train import atomic_write_text, load_run, reconstruct
 from .tuning import tune_tv, with_weight
@@ -54,30 +57,6 @@ METHODS = ("degraded", "reconstruction", "tv")
 class EvaluationError(ValueError):
     """The inputs cannot be evaluated (not a run, unusable images); the message says why and
     what to do."""
-
-
-def is_run_dir(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a directory written by :func:`jaxinv.train.train`."""
-    p = Path(path)
-    return p.is_dir() and (p / "checkpoint.eqx").is_file()
-
-
-def check_run_dir(path: str | os.PathLike[str]) -> Path:
-    """Return ``path`` as a ``Path`` or raise :class:`EvaluationError` if it is not a run."""
-    p = Path(path)
-    if not p.exists():
-        raise EvaluationError(
-            f"run directory {str(p)!r} does not exist; train one with "
-            f"'jaxinv train --task denoise --model bilevel --out {p}'"
-        )
-    if not p.is_dir():
-        raise EvaluationError(f"{str(p)!r} is a file, not a run directory; give the --out of a run")
-    if not (p / "checkpoint.eqx").is_file():
-        raise EvaluationError(
-            f"{str(p)!r} is not a jaxinv run directory (no checkpoint.eqx); give the --out "
-            "directory of 'jaxinv train'"
-        )
-    return p
 
 
 # ----------------------------------------------------------------------------------------------
@@ -325,7 +304,8 @@ def evaluate_run(
         same three dicts averaged over the images; ``converged`` as a fraction).
 
     Raises:
-        EvaluationError: not a run directory, or unusable image files.
+        jaxinv.runs.NotARunError: not a run directory.
+        EvaluationError: unusable image files, or a compared model that does not fit.
         jaxinv.train.CheckpointError: the run's checkpoint is corrupt or from another model.
     """
 
@@ -404,8 +384,6 @@ def evaluate_run(
         "mean": mean,
     }
     if figure is not None:
-        from .plots import reconstruction_grid
-
         lo = config.dataset_info.lo
         same = [i for i in range(len(clean)) if clean[i].shape == clean[0].shape]
         cols = {"ground truth": np.stack([clean[i] for i in same])}

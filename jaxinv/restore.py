@@ -51,8 +51,9 @@ from . import pretrained
 from .data import load_image_values, parse_sigma
 from .models import AbstractModel, as_dict, from_dict, refreshed
 from .operators import AbstractOperator, Blur, Identity, Mask, gaussian_kernel, motion_kernel
+from .runs import CHECKPOINT, load_run
 from .tasks import Task
-from .train import CHECKPOINT, CheckpointError, TrainConfig, load_run, read_header, reconstruct
+from .train import CheckpointError, TrainConfig, read_header, reconstruct
 
 #: σ below this (on the [0, 1] scale) counts as this in the λ rescaling ``(σ_t / σ)²``.
 SIGMA_FLOOR = 0.005
