@@ -34,12 +34,21 @@ def measure(run: Path, thresholds: tuple[float, ...]) -> dict:
     config, model = load_run(run)
     task = config.make_task()
     train, _ = make_datasets(config, task)
-    n = 64 if config.dataset == "natural" else 256
+    n = 64 if config.data.dataset == "natural" else 256
     y = jax.numpy.asarray(train.y[:n])
-    out = {"run": str(run), "tol": config.tol, "memory": config.memory, "n": n, "rows": []}
+    out = {
+        "run": str(run),
+        "tol": config.forward.tol,
+        "memory": config.forward.memory,
+        "n": n,
+        "rows": [],
+    }
     for restart in thresholds:
         solver = Anderson(
-            tol=config.tol, max_iter=3 * config.max_iter, memory=config.memory, restart=restart
+            tol=config.forward.tol,
+            max_iter=3 * config.forward.max_iter,
+            memory=config.forward.memory,
+            restart=restart,
         )
         reconstruct(model, task, y, solver=solver).value.block_until_ready()  # compile
         t0 = time.perf_counter()

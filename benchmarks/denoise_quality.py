@@ -55,7 +55,17 @@ from jaxinv.data import SPLITS, center_crops, load_images
 from jaxinv.evaluate import degrade_images, tune_tv_for_run, tv_reconstruct
 from jaxinv.metrics import psnr, ssim
 from jaxinv.solvers import Anderson
-from jaxinv.train import TrainConfig, load_run, read_metrics, reconstruct, train
+from jaxinv.train import (
+    AdjointConfig,
+    DataConfig,
+    OptimConfig,
+    SolverConfig,
+    TrainConfig,
+    load_run,
+    read_metrics,
+    reconstruct,
+    train,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from set12_quality import run_bm3d  # noqa: E402  (one BM3D call for every benchmark)
@@ -80,24 +90,20 @@ def foe_config(args: argparse.Namespace) -> TrainConfig:
             **({} if args.init_scale is None else {"init_scale": args.init_scale}),
             **({} if args.init_weight is None else {"init_weight": args.init_weight}),
         },
-        dataset="natural",
-        patch_size=args.patch,
-        num_train=args.num_train,
-        num_val=16,
-        max_image_size=args.max_image_size,
+        data=DataConfig(
+            dataset="natural",
+            patch_size=args.patch,
+            num_train=args.num_train,
+            num_val=16,
+            max_image_size=args.max_image_size,
+        ),
         batch_size=args.batch,
         steps=args.steps,
-        lr=args.lr,
-        lr_final=args.lr / 100,
-        schedule="cosine",
-        lr_scale=lr_scale(args.lr_scale),
-        solver="anderson",
-        tol=1e-4,
-        max_iter=500,
-        restart=3.0,
-        adjoint="cg",
-        adjoint_tol=1e-4,
-        adjoint_max_iter=200,
+        optim=OptimConfig(
+            lr=args.lr, lr_final=args.lr / 100, schedule="cosine", lr_scale=lr_scale(args.lr_scale)
+        ),
+        forward=SolverConfig(name="anderson", tol=1e-4, max_iter=500, restart=3.0),
+        adjoint=AdjointConfig(method="cg", tol=1e-4, max_iter=200),
         skip_unconverged=True,
         seed=args.train_seed,
         eval_every=max(1, args.steps // 10),
@@ -201,7 +207,7 @@ def main() -> None:
     config = foe_config(args)
     print(
         f"FoE: {config.arch_options}, {config.steps} steps of {config.batch_size} "
-        f"{config.patch_size}x{config.patch_size} patches -> {args.run}"
+        f"{config.data.patch_size}x{config.data.patch_size} patches -> {args.run}"
     )
     config, train_s, reused, trained_on = train_or_reuse(config, args.run, args.retrain)
     print(
@@ -227,7 +233,7 @@ def main() -> None:
 
     _, model = load_run(args.run, image_shape=(side, side))
     t0 = time.perf_counter()
-    solver = Anderson(tol=1e-5, max_iter=1000, restart=config.restart)
+    solver = Anderson(tol=1e-5, max_iter=1000, restart=config.forward.restart)
     sol = reconstruct(model, task, y, solver=solver)
     sol.value.block_until_ready()
     timings["FoE"] = time.perf_counter() - t0

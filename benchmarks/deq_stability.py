@@ -124,9 +124,9 @@ def measure(name: str, config, run_dir: Path, args: argparse.Namespace) -> dict[
     last = steps[-1] if steps else {}
     row = {
         "name": name,
-        "lr": config.lr,
-        "jac_penalty": config.jac_penalty,
-        "jac_kind": config.jac_kind if config.jac_penalty else None,
+        "lr": config.optim.lr,
+        "jac_penalty": config.penalty.weight,
+        "jac_kind": config.penalty.kind if config.penalty.weight else None,
         "steps_done": int(last.get("step", 0)),
         "steps": config.steps,
         "stopped": stopped,

@@ -67,7 +67,7 @@ def run_model(name: str, noisy: list[np.ndarray], max_iter: int) -> dict:
     t0 = time.perf_counter()
     for shape, idx in groups.items():
         config, model = load_model(name, shape)
-        solver = Anderson(tol=1e-5, max_iter=max_iter, restart=config.restart)
+        solver = Anderson(tol=1e-5, max_iter=max_iter, restart=config.forward.restart)
         task = config.make_task()
         for i in idx:  # one image at a time: a batch would wait for its slowest solve
             sol = reconstruct(model, task, jnp.asarray(noisy[i]), solver=solver)

@@ -13,7 +13,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ._results import RESULTS, status
 from ._solution import Stats
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # jaxinv.solvers imports this module: a cycle at run time
     from .solvers import AbstractFixedPointSolver
 
 Map = Callable[[Array], Array]

@@ -18,7 +18,6 @@ stderr that says what to do -- no traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -26,12 +25,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import dataset_info
+import jax
+
+from . import reproduce
+from .compile_cache import default_cache_dir, enable_compilation_cache
+from .data import dataset_info, list_image_files, parse_sigma
+from .evaluate import EvaluationError, evaluate_run, format_table
+from .models import ARCHITECTURES
+from .restore import RestoreError, open_model, restore_files
+from .runs import CHECKPOINT, NotARunError, check_run_dir, run_figures
+from .sweep import run_sweep
 from .tasks import DATASETS, TASKS
+from .train import (
+    MODELS,
+    SECTIONS,
+    CheckpointError,
+    DataConfig,
+    GridError,
+    RunExistsError,
+    TrainConfig,
+    build_instance,
+    expand_grid,
+    flat_name,
+    make_optimizer,
+    read_header,
+    setting_names,
+    train,
+)
 
 EXIT_USAGE = 2
-ARCHS = ("foe", "conv2x11", "conv30x3", "dense", "tv", "spline")
-MODELS = ("bilevel", "deq")
+ARCHS = tuple(ARCHITECTURES)
 
 
 class CLIError(Exception):
@@ -78,8 +101,6 @@ def _non_negative_int(text: str) -> int:
 
 
 def _sigma(text: str) -> float:
-    from .data import parse_sigma
-
     try:
         return parse_sigma(text)
     except (ValueError, TypeError) as err:
@@ -100,8 +121,6 @@ def _devices_option(n: int | None, config_fields: set[str]) -> dict[str, Any]:
     """The ``devices`` entry for the config, or a clear error if it cannot be honoured."""
     if n is None:
         return {}
-    import jax
-
     available = jax.device_count()
     if n > available:
         hint = (
@@ -126,7 +145,8 @@ _DOTTED = ("arch_options", "task_options", "lr_scale")
 
 def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
     """Apply one ``--set KEY=VALUE`` (VALUE parsed as JSON, else kept as text); ``KEY`` is a
-    TrainConfig field or ``arch_options.NAME`` / ``task_options.NAME`` / ``lr_scale.NAME``."""
+    TrainConfig setting by its flat name (``lr``, ``adjoint_tol``), a dotted sub-configuration
+    field (``optim.lr``) or ``arch_options.NAME`` / ``task_options.NAME`` / ``lr_scale.NAME``."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -136,16 +156,22 @@ def _apply_setting(kw: dict[str, Any], item: str, fields: set[str]) -> None:
     except json.JSONDecodeError:
         value = text
     head, dot, sub = key.partition(".")
-    if dot:
+    if dot and key in fields:  # a sub-configuration field, kept by its flat name
+        kw[flat_name(key)] = value
+    elif dot:
         if head not in _DOTTED or not sub:
-            raise CLIError(f"--set {key}: only {', '.join(_DOTTED)} take a dotted name (HEAD.NAME)")
+            raise CLIError(
+                f"--set {key}: unknown setting; a dotted name is SECTION.FIELD of "
+                f"{', '.join(SECTIONS)} or one of {', '.join(_DOTTED)} (HEAD.NAME)"
+            )
         kw[head] = {**kw.get(head, {}), sub: value}
     elif key in fields:
         kw[key] = value
     else:
+        flat = sorted(k for k in fields if "." not in k and k not in SECTIONS)
         raise CLIError(
-            f"--set {key}: unknown setting; choose from {', '.join(sorted(fields))} or "
-            + " / ".join(f"{h}.NAME" for h in _DOTTED)
+            f"--set {key}: unknown setting; choose from {', '.join(flat)}, SECTION.FIELD of "
+            f"{', '.join(SECTIONS)}, or " + " / ".join(f"{h}.NAME" for h in _DOTTED)
         )
 
 
@@ -172,10 +198,7 @@ def _arch_and_dataset(args: argparse.Namespace) -> tuple[str, str]:
 def build_train_config(args: argparse.Namespace, defaults: dict[str, Any] | None = None):
     """The :class:`jaxinv.train.TrainConfig` the ``train`` arguments ask for (``defaults``:
     settings under the explicit options, e.g. ``sweep --quick``'s)."""
-    from .data import list_image_files
-    from .train import TrainConfig
-
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = set(setting_names())
     arch, dataset = _arch_and_dataset(args)
     if arch == "dense" and dataset != "mnist":
         raise CLIError("--arch dense is the paper's MNIST model; use --dataset mnist (the default)")
@@ -203,18 +226,16 @@ def build_train_config(args: argparse.Namespace, defaults: dict[str, Any] | None
         if value is not None:
             kw[field] = value
     if "batch_size" in kw and "num_train" not in kw:
-        kw["num_train"] = max(TrainConfig.num_train, kw["batch_size"])
+        kw["num_train"] = max(DataConfig().num_train, kw["batch_size"])
     kw.update(_devices_option(args.devices, fields))
     for item in args.set or ():
         _apply_setting(kw, item, fields)
     try:
-        config = TrainConfig(**kw)
-        for folder in (config.train_images, config.val_images):
+        config = TrainConfig.of(**kw)
+        for folder in (config.data.train_images, config.data.val_images):
             if folder:  # a missing or empty folder is reported before anything compiles
                 list_image_files(folder)
-        if config.lr_scale:  # its names are checked against the model's parameters
-            from .train import build_instance, make_optimizer
-
+        if config.optim.lr_scale:  # its names are checked against the model's parameters
             make_optimizer(config, build_instance(config)[1].trainable())
     except (ValueError, TypeError, FileNotFoundError) as err:
         raise CLIError(_one_line(str(err))) from None
@@ -222,15 +243,12 @@ def build_train_config(args: argparse.Namespace, defaults: dict[str, Any] | None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .plots import run_figures
-    from .train import train
-
     out = Path(args.out)
     config = build_train_config(args)
     _check_out_dir(out, overwrite=args.overwrite, resume=args.resume)
     print(
-        f"training {config.model} / {config.arch} on {config.train_images or config.dataset} "
-        f"for {config.task} "
+        f"training {config.model} / {config.arch} on "
+        f"{config.data.train_images or config.data.dataset} for {config.task} "
         f"({config.make_task().describe()}), {config.steps} steps of batch {config.batch_size} "
         f"-> {out}",
         flush=True,
@@ -268,8 +286,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
     """``["gamma=0.1,0.5,1", "sigma=0,25/255"]`` -> ``{"gamma": [0.1, 0.5, 1], "sigma": [0.0,
     0.098...]}`` (values read as JSON numbers; ``sigma`` also as fractions such as ``25/255``)."""
-    from .data import parse_sigma
-
     grid: dict[str, list[float]] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -293,15 +309,13 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .reproduce import dataset_settings, eval_settings
-    from .sweep import run_sweep
-    from .train import GridError, expand_grid
-
     out = Path(args.out)
     grid = parse_grid(args.grid)
     arch, dataset = _arch_and_dataset(args)
     defaults = (
-        dataset_settings(dataset, quick=True, task=args.task, arch=arch) if args.quick else {}
+        reproduce.dataset_settings(dataset, quick=True, task=args.task, arch=arch)
+        if args.quick
+        else {}
     )
     config = build_train_config(args, defaults)
     try:
@@ -309,11 +323,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except GridError as err:
         raise CLIError(_one_line(str(err))) from None
     _check_out_dir(out, overwrite=args.overwrite, resume=args.resume)
-    test = eval_settings(dataset, quick=args.quick)
+    test = reproduce.eval_settings(dataset, quick=args.quick)
     test.update({k: v for k, v in (("crop", args.crop), ("max_images", args.max_images)) if v})
     print(
-        f"sweeping {config.model} / {config.arch} on {config.dataset} for {config.task}: {n} "
-        f"configurations x {config.steps} steps of batch {config.batch_size} in one compiled "
+        f"sweeping {config.model} / {config.arch} on {config.data.dataset} for {config.task}: "
+        f"{n} configurations x {config.steps} steps of batch {config.batch_size} in one compiled "
         f"program -> {out}",
         flush=True,
     )
@@ -378,19 +392,13 @@ def _add_sweep_parser(sub: Any) -> None:
 
 def _match_precision(run: Path) -> None:
     """Load the run in the floating-point precision it was trained in."""
-    import jax
-
-    from .train._checkpoint import read_header
-
-    header, _ = read_header(run / "checkpoint.eqx")
+    header, _ = read_header(run / CHECKPOINT)
     x64 = header.get("x64")
     if x64 is not None and bool(x64) != bool(jax.config.read("jax_enable_x64")):
         jax.config.update("jax_enable_x64", bool(x64))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import check_run_dir, evaluate_run, format_table
-
     run = check_run_dir(args.run)
     _match_precision(run)
     result = evaluate_run(
@@ -418,8 +426,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .restore import RestoreError, open_model, restore_files
-
     try:
         model = open_model(args.model)
         model.match_precision()
@@ -483,9 +489,6 @@ def _add_restore_parser(sub: Any) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import ARCHS as R_ARCHS
-    from .reproduce import run_reproduction
-
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CLIError(f"--out {str(out)!r} is a file; give a directory path")
@@ -495,16 +498,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             "reuse its finished runs, --overwrite to retrain them, or choose another --out"
         )
     for a in args.archs or ():
-        if a not in R_ARCHS:
-            raise CLIError(f"--archs: unknown architecture {a!r}; choose from {list(R_ARCHS)}")
+        if a not in reproduce.ARCHS:
+            raise CLIError(
+                f"--archs: unknown architecture {a!r}; choose from {list(reproduce.ARCHS)}"
+            )
     if args.grid is not None:
         return _reproduce_grid(args, out)
-    summary = run_reproduction(
+    summary = reproduce.run_reproduction(
         out,
         quick=args.quick,
         steps=args.steps,
         tasks=tuple(args.tasks) if args.tasks else TASKS,
-        archs=tuple(args.archs) if args.archs else R_ARCHS,
+        archs=tuple(args.archs) if args.archs else reproduce.ARCHS,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -515,18 +520,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _reproduce_grid(args: argparse.Namespace, out: Path) -> int:
-    from .reproduce import PAPER_GRID, run_grid_comparison
-    from .train import GridError
-
-    archs = tuple(args.archs) if args.archs else tuple(PAPER_GRID)
+    archs = tuple(args.archs) if args.archs else tuple(reproduce.PAPER_GRID)
     for a in archs:
-        if a not in PAPER_GRID:
+        if a not in reproduce.PAPER_GRID:
             raise CLIError(
-                f"--grid: the paper gives a grid for {sorted(PAPER_GRID)} only, not {a!r}; "
-                "sweep other architectures with 'jaxinv sweep --grid KEY=VALUES'"
+                f"--grid: the paper gives a grid for {sorted(reproduce.PAPER_GRID)} only, not "
+                f"{a!r}; sweep other architectures with 'jaxinv sweep --grid KEY=VALUES'"
             )
     try:
-        summary = run_grid_comparison(
+        summary = reproduce.run_grid_comparison(
             out,
             quick=args.quick,
             steps=args.steps,
@@ -614,8 +616,6 @@ def _add_cache_options(s: argparse.ArgumentParser) -> None:
 
 
 def _use_compile_cache(args: argparse.Namespace) -> None:
-    from .compile_cache import default_cache_dir, enable_compilation_cache
-
     if getattr(args, "no_compile_cache", False):
         return
     directory = getattr(args, "compile_cache", None) or default_cache_dir()
@@ -721,8 +721,6 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
-    from .evaluate import EvaluationError
-
     parser = make_parser()
     args = None
     try:
@@ -735,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxinv: interrupted", file=sys.stderr)
         return 130
-    except (CLIError, EvaluationError, FileNotFoundError) as err:
+    except (CLIError, EvaluationError, NotARunError, FileNotFoundError) as err:
         print(f"jaxinv: error: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:
@@ -750,8 +748,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _known_error(err: Exception, command: str | None) -> tuple[int, str] | None:
     """Exit code and one-line message for the training layer's user-facing errors: a corrupt
     or foreign checkpoint and an existing run (2), a diverged training loss (1)."""
-    from .train import CheckpointError, RunExistsError
-
     text = _one_line(str(err))
     if command in ("train", "sweep", "reproduce"):
         text = text.replace("pass overwrite=True", "pass --overwrite")

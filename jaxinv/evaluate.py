@@ -32,6 +32,9 @@ from . import pretrained
 from .data import SPLITS, center_crops, load_image_file, load_images, load_mnist, sample_patches
 from .metrics import psnr, ssim
 from .models import TV
+from .plots import reconstruction_grid
+from .runs import check_run_dir as check_run_dir
+from .runs import is_run_dir as is_run_dir
 from .solvers import reconstruction_solver
 from .train import atomic_write_text, load_run, reconstruct
 from .tuning import tune_tv, with_weight
@@ -56,30 +59,6 @@ class EvaluationError(ValueError):
     what to do."""
 
 
-def is_run_dir(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a directory written by :func:`jaxinv.train.train`."""
-    p = Path(path)
-    return p.is_dir() and (p / "checkpoint.eqx").is_file()
-
-
-def check_run_dir(path: str | os.PathLike[str]) -> Path:
-    """Return ``path`` as a ``Path`` or raise :class:`EvaluationError` if it is not a run."""
-    p = Path(path)
-    if not p.exists():
-        raise EvaluationError(
-            f"run directory {str(p)!r} does not exist; train one with "
-            f"'jaxinv train --task denoise --model bilevel --out {p}'"
-        )
-    if not p.is_dir():
-        raise EvaluationError(f"{str(p)!r} is a file, not a run directory; give the --out of a run")
-    if not (p / "checkpoint.eqx").is_file():
-        raise EvaluationError(
-            f"{str(p)!r} is not a jaxinv run directory (no checkpoint.eqx); give the --out "
-            "directory of 'jaxinv train'"
-        )
-    return p
-
-
 # ----------------------------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------------------------
@@ -88,13 +67,13 @@ def check_run_dir(path: str | os.PathLike[str]) -> Path:
 def held_out_images(
     config: Any, *, crop: int = DEFAULT_CROP, max_images: int | None = None
 ) -> tuple[list[str], list[np.ndarray]]:
-    """Names and clean images of the test split of ``config.dataset``.
+    """Names and clean images of the test split of ``config.data.dataset``.
 
     Natural images: the bundled test photographs, shrunk like the training images
-    (``config.max_image_size``) and centre-cropped to ``crop`` (or their smaller side).
+    (``config.data.max_image_size``) and centre-cropped to ``crop`` (or their smaller side).
     MNIST: the test digits on [−1, 1]. ``max_images`` keeps the first so many.
     """
-    if config.dataset == "mnist":
+    if config.data.dataset == "mnist":
         digits = load_mnist("test").images
         if max_images is not None:
             digits = digits[:max_images]
@@ -102,7 +81,7 @@ def held_out_images(
     names = list(SPLITS["test"])
     if max_images is not None:
         names = names[:max_images]
-    images = load_images("test", max_size=config.max_image_size)[: len(names)]
+    images = load_images("test", max_size=config.data.max_image_size)[: len(names)]
     side = min(crop, *(min(im.shape) for im in images))
     return names, list(center_crops(images, side))
 
@@ -135,7 +114,7 @@ def read_user_images(
                 f"image {str(path)!r} is {image.shape[0]}x{image.shape[1]} but the dense model "
                 f"of this run only works on {h}x{w} images; resize it to {h}x{w}"
             )
-        image = config.data.from_unit(image)
+        image = config.dataset_info.from_unit(image)
         names.append(str(path))
         images.append(image.astype(np.float32))
     if not images:
@@ -168,16 +147,16 @@ def degrade_images(task: Any, images: Sequence[np.ndarray], seed: int) -> list[j
 
 
 def validation_images(config: Any, *, crop: int = DEFAULT_CROP) -> np.ndarray:
-    """Clean images the TV weight is tuned on: the validation split of ``config.dataset``.
+    """Clean images the TV weight is tuned on: the validation split of ``config.data.dataset``.
 
     Natural images: :data:`TV_TUNE_COUNT` seeded patches of side ``min(crop, smallest side)``
     from the validation photographs (shrunk like the training images), so the weight is tuned
     at about the scale it is tested at. MNIST: the first :data:`TV_TUNE_COUNT` validation digits.
     """
 
-    if config.dataset == "mnist":
+    if config.data.dataset == "mnist":
         return load_mnist("val").images[: 4 * TV_TUNE_COUNT]
-    images = load_images("val", max_size=config.max_image_size)
+    images = load_images("val", max_size=config.data.max_image_size)
     side = min(crop, *(min(im.shape) for im in images))
     return sample_patches(images, side, TV_TUNE_COUNT, seed=TV_TUNE_SEED)
 
@@ -203,10 +182,10 @@ def tune_tv_for_run(
     task = config.make_task()
     key = {
         "task": task.to_dict(),
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "eps": TV_EPS,
-        "crop": crop if config.dataset == "natural" else None,
-        "max_image_size": config.max_image_size if config.dataset == "natural" else None,
+        "crop": crop if config.data.dataset == "natural" else None,
+        "max_image_size": config.data.max_image_size if config.data.dataset == "natural" else None,
     }
     cache = run / TV_CACHE
     if cache.exists() and not refresh:
@@ -284,7 +263,8 @@ def _check_comparable(label: str, other: Any, config: Any) -> None:
     ):
         raise EvaluationError(
             f"cannot compare with {label!r}: it was trained for {theirs.describe()} on "
-            f"{other.dataset} data, the run for {mine.describe()} on {config.dataset} data"
+            f"{other.data.dataset} data, the run for {mine.describe()} on "
+            f"{config.data.dataset} data"
         )
 
 
@@ -324,7 +304,8 @@ def evaluate_run(
         same three dicts averaged over the images; ``converged`` as a fraction).
 
     Raises:
-        EvaluationError: not a run directory, or unusable image files.
+        jaxinv.runs.NotARunError: not a run directory.
+        EvaluationError: unusable image files, or a compared model that does not fit.
         jaxinv.train.CheckpointError: the run's checkpoint is corrupt or from another model.
     """
 
@@ -392,7 +373,7 @@ def evaluate_run(
         "task_description": task.describe(),
         "model": config.model,
         "arch": config.arch,
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "sigma": task.sigma,
         "seed": seed,
         "data_range": dr,
@@ -403,9 +384,7 @@ def evaluate_run(
         "mean": mean,
     }
     if figure is not None:
-        from .plots import reconstruction_grid
-
-        lo = config.data.lo
+        lo = config.dataset_info.lo
         same = [i for i in range(len(clean)) if clean[i].shape == clean[0].shape]
         cols = {"ground truth": np.stack([clean[i] for i in same])}
         heads = {"degraded": "degraded", "reconstruction": config.model, "tv": "TV"}

@@ -1,7 +1,9 @@
 """Figures for runs and comparisons, written as PNG files with matplotlib's Agg backend.
 
 Every function takes plain arrays or metric records, writes one PNG and returns its path; none
-opens a window, so they work on headless machines and in tests.
+opens a window, so they work on headless machines and in tests. The figures of a whole run
+directory (loading its checkpoint, reconstructing validation examples) are drawn by
+:func:`jaxinv.runs.run_figures`.
 
 * :func:`reconstruction_grid` -- ground truth / degraded / reconstruction (/ TV) per image;
 * :func:`filter_grid` -- a learned filter bank ``(F, k, k)`` as a grid of small images;
@@ -23,8 +25,6 @@ from typing import Any, TypeGuard
 import numpy as np
 
 from .metrics import psnr
-from .models import as_dict
-from .train import load_run, make_datasets, reconstruct
 
 Records = Sequence[Mapping[str, Any]]
 
@@ -387,64 +387,11 @@ def box_plot(
     return _save(fig, path)
 
 
-def run_figures(
-    run_dir: str | os.PathLike[str],
-    *,
-    reconstructions: bool = True,
-    max_images: int = 4,
-) -> list[Path]:
-    """Write the standard figures of a training run into ``RUN/figures/`` and return their paths:
-    ``curves.png`` (loss and PSNR), ``iterations.png`` (forward/backward iterations and
-    residuals), ``filters_K.png`` / ``filters_C.png`` (learned convolution banks; for the dense
-    model the first rows of ``W`` / columns of ``V`` as images) and, with ``reconstructions``,
-    ``reconstructions.png`` (ground truth / degraded / reconstruction of validation examples).
-    """
-
-    run = Path(run_dir)
-    fig_dir = run / "figures"
-    config, model = load_run(run)
-    params = as_dict(model)
-    label = f"{config.model} / {config.arch} / {config.task}"
-    out = [
-        training_curves(fig_dir / "curves.png", run / "metrics.jsonl", title=label),
-        iteration_curves(fig_dir / "iterations.png", run / "metrics.jsonl", title=label),
-    ]
-    h, w = model.image_shape
-    banks = {
-        "K": params.get("K"),
-        "C": params.get("C"),
-        "W": None if params.get("W") is None else np.asarray(params["W"])[:16].reshape(-1, h, w),
-        "V": None if params.get("V") is None else np.asarray(params["V"]).T[:16].reshape(-1, h, w),
-    }
-    for name, bank in banks.items():
-        if bank is not None and np.ndim(bank) == 3:
-            what = "rows of W" if name == "W" else "columns of V" if name == "V" else "filters"
-            title = f"{label}: {name} ({np.shape(bank)[0]} {what})"
-            out.append(filter_grid(fig_dir / f"filters_{name}.png", bank, title=title))
-    if reconstructions:
-        task = config.make_task()
-        _, val = make_datasets(config, task)
-        n = min(max_images, len(val))
-        sol = reconstruct(model, task, val.y[:n], solver=config.forward_solver())
-        y = np.asarray(task.degraded_view(val.y[:n]))
-        lo = config.data.lo
-        out.append(
-            reconstruction_grid(
-                fig_dir / "reconstructions.png",
-                {"ground truth": val.x[:n], "degraded": y, config.model: sol.value},
-                value_range=(lo, lo + config.data_range),
-                reference="ground truth",
-            )
-        )
-    return out
-
-
 __all__ = [
     "comparison_bars",
     "filter_grid",
     "iteration_curves",
     "read_metrics",
     "reconstruction_grid",
-    "run_figures",
     "training_curves",
 ]

@@ -49,15 +49,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from .evaluate import evaluate_run
-from .plots import comparison_bars, run_figures
+from .plots import box_plot, comparison_bars
+from .runs import FIGURES, run_figures
+from .sweep import json_safe, run_sweep
 from .tasks import TASKS
 from .train import (
+    MODELS,
     RunExistsError,
     TrainConfig,
     atomic_write_text,
+    expand_grid,
     load_run,
     read_metrics,
     train,
@@ -66,7 +71,6 @@ from .train import (
 #: Architectures of the comparison and the dataset each is trained on.
 ARCHS = ("dense", "conv2x11", "conv30x3")
 DATASET = {"dense": "mnist", "conv2x11": "natural", "conv30x3": "natural"}
-MODELS = ("bilevel", "deq")
 
 # Training settings, identical for bilevel and DEQ. As in the paper, the adjoint system is solved
 # by the same iteration as the forward problem: Anderson acceleration (memory 5) for both, which
@@ -232,7 +236,7 @@ def experiment_config(
     kw.update(cell_settings(task, arch))
     if steps is not None:
         kw["steps"] = int(steps)
-    return TrainConfig(task=task, model=model, arch=arch, dataset=dataset, **kw)
+    return TrainConfig.of(task=task, model=model, arch=arch, dataset=dataset, **kw)
 
 
 def _mean(records: Sequence[dict[str, Any]], key: str) -> float:
@@ -258,19 +262,19 @@ def summarise_run(
     """One row of the results table from a run's metrics and its test evaluation."""
     train_recs = [r for r in history if r.get("kind") == "train"]
     per_step, with_compile = _timing(train_recs)
-    steps_per_epoch = math.ceil(config.num_train / config.batch_size)
+    steps_per_epoch = math.ceil(config.data.num_train / config.batch_size)
     rec = evaluation["mean"]["reconstruction"]
     deg = evaluation["mean"]["degraded"]
     return {
         "task": config.task,
         "arch": config.arch,
         "model": config.model,
-        "dataset": config.dataset,
+        "dataset": config.data.dataset,
         "adjoint": config.adjoint_method,
-        "adjoint_tol": config.adjoint_tol,
-        "adjoint_max_iter": config.adjoint_max_iter,
-        "tol": config.tol,
-        "max_iter": config.max_iter,
+        "adjoint_tol": config.adjoint.tol,
+        "adjoint_max_iter": config.adjoint.max_iter,
+        "tol": config.forward.tol,
+        "max_iter": config.forward.max_iter,
         "steps": config.steps,
         "test_images": len(evaluation["images"]),
         "test_loss": rec["mse"],
@@ -419,8 +423,6 @@ def format_markdown(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
 
 
 def _device() -> str:
-    import jax
-
     d = jax.devices()[0]
     kind = getattr(d, "device_kind", d.platform)
     return f"{jax.default_backend()} ({kind}, {os.cpu_count()} CPU cores, {platform.machine()})"
@@ -450,7 +452,7 @@ def run_reproduction(
     """
 
     out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / FIGURES).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     cells = [(t, a, m) for t in tasks for a in archs for m in models]
     rows = []
@@ -473,7 +475,7 @@ def run_reproduction(
             run_dir,
             tv=False,
             seed=0,
-            figure=out / "figures" / f"{name}.png",
+            figure=out / FIGURES / f"{name}.png",
             **_EVAL[quick][DATASET[arch]],
         )
         run_figures(run_dir, reconstructions=False)
@@ -515,13 +517,13 @@ def run_reproduction(
     )
     if rows:
         comparison_bars(
-            out / "figures" / "comparison_quality.png",
+            out / FIGURES / "comparison_quality.png",
             rows,
             metrics=("psnr", "ssim", "test_loss"),
             title="test quality: bilevel (blue) vs DEQ (orange)",
         )
         comparison_bars(
-            out / "figures" / "comparison_cost.png",
+            out / FIGURES / "comparison_cost.png",
             rows,
             metrics=("time_per_step_s", "fwd_iters_train", "bwd_iters_train"),
             title="cost: bilevel (blue) vs DEQ (orange)",
@@ -590,11 +592,6 @@ def run_grid_comparison(
     ``DIR/figures/grid_test_loss.png``, ``DIR/grid_results.json`` and ``DIR/grid_results.md``.
     Finished sweeps already there are reused unless ``overwrite``. Returns ``{"cells",
     "settings", "figure", "markdown", "duration_s"}``."""
-    from .plots import box_plot
-    from .sweep import json_safe, run_sweep
-    from .train import expand_grid
-    from .train._checkpoint import atomic_write_text
-
     for arch in archs:
         if arch not in PAPER_GRID:
             raise ValueError(
@@ -645,7 +642,7 @@ def run_grid_comparison(
                 )
             panels[f"{task} ({arch})"] = losses
     figure = box_plot(
-        out / "figures" / "grid_test_loss.png",
+        out / FIGURES / "grid_test_loss.png",
         panels,
         drop_above=DROP_ABOVE,
         title=f"test loss per configuration, bilevel vs DEQ{' (quick)' if quick else ''}",

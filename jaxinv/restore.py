@@ -51,8 +51,9 @@ from . import pretrained
 from .data import load_image_values, parse_sigma
 from .models import AbstractModel, as_dict, from_dict, refreshed
 from .operators import AbstractOperator, Blur, Identity, Mask, gaussian_kernel, motion_kernel
+from .runs import CHECKPOINT, load_run
 from .tasks import Task
-from .train import CHECKPOINT, CheckpointError, TrainConfig, load_run, read_header, reconstruct
+from .train import CheckpointError, TrainConfig, read_header, reconstruct
 
 #: σ below this (on the [0, 1] scale) counts as this in the λ rescaling ``(σ_t / σ)²``.
 SIGMA_FLOOR = 0.005
@@ -252,7 +253,7 @@ class Model:
     @property
     def value_range(self) -> tuple[float, float]:
         """``(lo, width)``: the model's data live on ``[lo, lo + width]`` (MNIST: [−1, 1])."""
-        data = self.config.data
+        data = self.config.dataset_info
         return data.lo, data.data_range
 
     def describe(self) -> str:
@@ -261,7 +262,7 @@ class Model:
         state = "" if self.finished else f", unfinished at step {self.step} of {c.steps}"
         return (
             f"{self.label} ({c.model} / {c.arch}, trained for {c.task} at σ={sigma:.4g} on "
-            f"{c.dataset} {_size(c.image_shape)} images{state})"
+            f"{c.data.dataset} {_size(c.image_shape)} images{state})"
         )
 
     def match_precision(self) -> None:
@@ -469,7 +470,7 @@ def make_plan(
         notes.append(f"the {task.name} operator is the one given, not the training task's")
     changes = {k: v for k, v in (("max_iter", max_iter), ("tol", tol)) if v is not None}
     try:
-        solver = model.config.replace(**changes).forward_solver()
+        solver = dataclasses.replace(model.config.forward, **changes).make()
     except (TypeError, ValueError) as err:
         raise RestoreError(str(err)) from None
     return Plan(task, s, lam_scale, retarget, tuple(notes), solver)

@@ -235,7 +235,7 @@ def run_sweep(
         "task": base.task,
         "arch": base.arch,
         "model": base.model,
-        "dataset": base.dataset,
+        "dataset": base.data.dataset,
         "steps": base.steps,
         "grid": {k: list(v) for k, v in result.grid.items()},
         "test_images": rows[0]["test_images"] if rows else 0,

@@ -77,10 +77,10 @@ def sharded_training_matches_single_device() -> dict:
         task_options={"sigma": 0.1},
     )
     with tempfile.TemporaryDirectory() as tmp:
-        one = train(TrainConfig(**base, devices=1), f"{tmp}/one", progress=False)
-        four = train(TrainConfig(**base, devices=4), f"{tmp}/four", progress=False, until=2)
+        one = train(TrainConfig.of(**base, devices=1), f"{tmp}/one", progress=False)
+        four = train(TrainConfig.of(**base, devices=4), f"{tmp}/four", progress=False, until=2)
         cfg, params_ckpt = load_run(f"{tmp}/four")
-        resumed = train(TrainConfig(**base, devices=1), f"{tmp}/four", progress=False)
+        resumed = train(TrainConfig.of(**base, devices=1), f"{tmp}/four", progress=False)
         diff = lambda a, b: max(  # noqa: E731
             float(jnp.max(jnp.abs(u - v)))
             for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
@@ -88,8 +88,8 @@ def sharded_training_matches_single_device() -> dict:
         # the Jacobian penalty draws each example's probes outside the shards: same steps
         jac = dict(base, steps=2, jac_penalty=0.5, jac_kind="spectral", jac_iters=3)
         jac = {**jac, "jac_target": 0.2}
-        jac1 = train(TrainConfig(**jac, devices=1), f"{tmp}/jac1", progress=False)
-        jac4 = train(TrainConfig(**jac, devices=4), f"{tmp}/jac4", progress=False)
+        jac1 = train(TrainConfig.of(**jac, devices=1), f"{tmp}/jac1", progress=False)
+        jac4 = train(TrainConfig.of(**jac, devices=4), f"{tmp}/jac4", progress=False)
         norms = [
             [r["jac_norm"] for r in run.history if r["kind"] == "train"] for run in (jac1, jac4)
         ]
@@ -99,7 +99,7 @@ def sharded_training_matches_single_device() -> dict:
             "param_diff_resumed_vs_single": diff(one.params, resumed.params),
             "param_change": diff(
                 one.params,
-                train(TrainConfig(**{**base, "steps": 1}), f"{tmp}/s1", progress=False).params,
+                train(TrainConfig.of(**{**base, "steps": 1}), f"{tmp}/s1", progress=False).params,
             ),
             "checkpoint_devices": cfg.devices,
             "checkpoint_on_one_device": all(

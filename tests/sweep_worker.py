@@ -48,13 +48,15 @@ def diff(a, b) -> float:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        one = train_sweep(TrainConfig(**BASE), GRID, f"{tmp}/one", progress=False)
-        four = train_sweep(TrainConfig(**BASE, devices=4), GRID, f"{tmp}/four", progress=False)
+        one = train_sweep(TrainConfig.of(**BASE), GRID, f"{tmp}/one", progress=False)
+        four = train_sweep(TrainConfig.of(**BASE, devices=4), GRID, f"{tmp}/four", progress=False)
         # killed after one step on 4 devices (4 lanes), resumed on 1 (3 lanes)
         half = f"{tmp}/half"
-        train_sweep(TrainConfig(**BASE, devices=4), GRID, half, progress=False, until=1)
-        resumed = train_sweep(TrainConfig(**BASE), GRID, half, progress=False)
-        initial = stack([build_instance(c)[1] for _, c in expand_grid(TrainConfig(**BASE), GRID)])
+        train_sweep(TrainConfig.of(**BASE, devices=4), GRID, half, progress=False, until=1)
+        resumed = train_sweep(TrainConfig.of(**BASE), GRID, half, progress=False)
+        initial = stack(
+            [build_instance(c)[1] for _, c in expand_grid(TrainConfig.of(**BASE), GRID)]
+        )
         meta, _ = read_header(f"{tmp}/four/checkpoint.eqx")
         out = {
             "devices": len(jax.devices()),

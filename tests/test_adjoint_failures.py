@@ -27,7 +27,7 @@ def _config(**changes):
         checkpoint_every=0,
     )
     base.update(changes)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 def test_a_run_whose_adjoints_keep_failing_warns_with_advice(tmp_path):
@@ -41,8 +41,10 @@ def test_a_run_whose_adjoints_keep_failing_warns_with_advice(tmp_path):
 
 
 def test_gmres_restart_is_a_training_setting():
-    config = TrainConfig(model="deq", adjoint_restart=7)
+    config = TrainConfig.of(model="deq", adjoint_restart=7)
     assert config.adjoint_strategy().linear_solver.restart == 7
     assert TrainConfig.from_json(config.to_json()) == config
-    with pytest.raises(ValueError, match="adjoint_restart must be a positive integer"):
-        TrainConfig(adjoint_restart=0)
+    with pytest.raises(
+        ValueError, match=r"adjoint.restart \(adjoint_restart\) must be a positive integer"
+    ):
+        TrainConfig.of(adjoint_restart=0)

@@ -77,8 +77,8 @@ def test_train_writes_a_run_with_figures(run_dir, capsys):
         assert (run_dir / name).is_file()
     config = json.loads((run_dir / "config.json").read_text())
     assert config["arch_options"] == {"num_filters": 4, "size": 3}
-    assert config["steps"] == 2 and config["num_val"] == 2
-    assert config["lr_scale"] == {"log_weights": 20.0}
+    assert config["steps"] == 2 and config["data"]["num_val"] == 2
+    assert config["optim"]["lr_scale"] == {"log_weights": 20.0}
     kinds = [json.loads(s)["kind"] for s in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert kinds.count("train") == 2
     for fig in ("curves", "iterations", "filters_K", "reconstructions"):

@@ -409,7 +409,7 @@ def test_dataset_info_holds_the_value_range_and_shape():
     np.testing.assert_allclose(mnist.from_unit(u), [-1.0, -0.5, 0.0, 0.5, 1.0])
     np.testing.assert_allclose(mnist.to_unit(mnist.from_unit(u)), u)
     np.testing.assert_array_equal(natural.from_unit(u), u)
-    config = TrainConfig(task="denoise", model="bilevel", arch="dense", dataset="mnist")
+    config = TrainConfig.of(task="denoise", model="bilevel", arch="dense", dataset="mnist")
     assert (config.data_range, config.image_shape) == (2.0, (28, 28))
     with pytest.raises(ValueError, match="unknown dataset 'celeba'; choose from"):
         dataset_info("celeba")

@@ -14,7 +14,7 @@ STEPS = 12
 
 
 def _run(tmp_path, adjoint: str):
-    config = TrainConfig(
+    config = TrainConfig.of(
         task="denoise",
         task_options={"sigma": 0.1},
         model="bilevel",

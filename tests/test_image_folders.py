@@ -129,7 +129,7 @@ def _folder_config(folder, **changes):
         checkpoint_every=1,
     )
     base.update(changes)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 def test_config_reads_patches_from_the_folder_and_holds_out_by_image(
@@ -137,7 +137,7 @@ def test_config_reads_patches_from_the_folder_and_holds_out_by_image(
 ):
     monkeypatch.chdir(folder.parent)
     config = _folder_config("images")
-    assert config.train_images == str(folder.resolve())  # stored absolute
+    assert config.data.train_images == str(folder.resolve())  # stored absolute
     assert config.augments and not config.replace(augment=False).augments
     assert not TrainConfig().augments  # the bundled images are not augmented by default
     assert TrainConfig.from_json(config.to_json()) == config
@@ -182,7 +182,9 @@ def test_cli_trains_on_a_folder_and_reports_bad_folders(folder, tmp_path, capsys
     ]  # fmt: skip
     assert cli.main(argv) == 0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["train_images"] == str(folder.resolve()) and saved["augment"] is False
+    assert (
+        saved["data"]["train_images"] == str(folder.resolve()) and saved["data"]["augment"] is False
+    )
     capsys.readouterr()
     bad = [*argv[:-1], str(tmp_path / "other")]
     bad[bad.index(str(folder))] = str(tmp_path / "nowhere")

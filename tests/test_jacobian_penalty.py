@@ -98,7 +98,7 @@ def test_penalised_objective_gradient_matches_finite_differences(kind):
     fixed points x* of θ₀ held constant in P, P evaluated from dense Jacobians (jacfwd):
     frobenius with the step's own probes, spectral as relu(‖J‖₂ − target)² (numpy's norm;
     1000 power iterations make the step's estimate exact)."""
-    config = TrainConfig(
+    config = TrainConfig.of(
         model="deq",
         arch="foe",
         arch_options=TINY_FOE,
@@ -177,7 +177,7 @@ def _foe_config(**changes):
         checkpoint_every=0,
     )
     base.update(changes)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 def _foe_setup(config):
@@ -198,7 +198,7 @@ OLD_METRICS = {
 def test_zero_penalty_is_the_plain_mse_step_whatever_the_other_options():
     config = _foe_config()
     task, m, batch = _foe_setup(config)
-    state = init_state(m, config, config.num_train)
+    state = init_state(m, config, config.data.num_train)
     step = make_train_step(m, task, config)
     new, metrics = step(state, batch)
     assert set(metrics) == OLD_METRICS
@@ -229,7 +229,7 @@ def test_penalised_step_logs_its_estimate_and_is_a_function_of_the_step(kind, me
     plain = _foe_config()
     config = _foe_config(jac_penalty=0.5, jac_kind=kind, jac_iters=3, jac_target=0.2)
     task, m, batch = _foe_setup(config)
-    state = init_state(m, config, config.num_train)
+    state = init_state(m, config, config.data.num_train)
     step = make_train_step(m, task, config)
     new, metrics = step(state, batch)
     assert set(metrics) == OLD_METRICS | {"jac_loss", metric, f"{metric}_max"}
@@ -260,7 +260,7 @@ def test_resumed_penalised_run_equals_uninterrupted_run(tmp_path):
     config = _foe_config(jac_penalty=0.5, jac_kind="spectral", jac_iters=3, jac_target=0.2)
     full = train(config, tmp_path / "full", progress=False)
     train(config.replace(checkpoint_every=2), tmp_path / "half", progress=False, until=2)
-    with pytest.raises(ji.train.CheckpointError, match=r"jac_penalty: 0.5 -> 0.1"):
+    with pytest.raises(ji.train.CheckpointError, match=r"penalty.weight: 0.5 -> 0.1"):
         train(config.replace(jac_penalty=0.1), tmp_path / "half", progress=False)
     resumed = train(config, tmp_path / "half", progress=False)
     for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(full.state), strict=True):
@@ -273,31 +273,35 @@ def test_resumed_penalised_run_equals_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"jac_kind": "nuclear"}, "unknown jac_kind 'nuclear'"),
-        ({"jac_penalty": -0.1}, "jac_penalty must be >= 0"),
-        ({"jac_penalty": float("nan")}, "jac_penalty must be a finite number"),
-        ({"jac_penalty": True}, "jac_penalty must be a finite number"),
-        ({"jac_probes": 0}, "jac_probes must be an integer >= 1"),
-        ({"jac_iters": 0}, "jac_iters must be an integer >= 1"),
-        ({"jac_probes": 1.5}, "jac_probes must be an integer >= 1"),
-        ({"jac_target": 0.0}, "jac_target must be positive"),
+        ({"jac_kind": "nuclear"}, r"unknown penalty.kind \(jac_kind\) 'nuclear'"),
+        ({"jac_penalty": -0.1}, r"penalty.weight \(jac_penalty\) must be >= 0"),
+        ({"jac_penalty": float("nan")}, r"penalty.weight \(jac_penalty\) must be a finite number"),
+        ({"jac_penalty": True}, r"penalty.weight \(jac_penalty\) must be a finite number"),
+        ({"jac_probes": 0}, r"penalty.probes \(jac_probes\) must be an integer >= 1"),
+        ({"jac_iters": 0}, r"penalty.iters \(jac_iters\) must be an integer >= 1"),
+        ({"jac_probes": 1.5}, r"penalty.probes \(jac_probes\) must be an integer >= 1"),
+        ({"jac_target": 0.0}, r"penalty.target \(jac_target\) must be positive"),
         ({"arch": "tv", "model": "bilevel", "jac_penalty": 1.0}, "arch 'tv' is tuned"),
     ],
 )
 def test_bad_penalty_options_raise_before_anything_compiles(changes, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**{"model": "deq", **changes})
+        TrainConfig.of(**{"model": "deq", **changes})
 
 
 def test_penalty_options_round_trip_and_reach_the_command_line():
-    c = TrainConfig(model="deq", jac_penalty=1, jac_kind="spectral", jac_probes=2)
-    assert c.jac_penalty == 1.0 and isinstance(c.jac_penalty, float)
+    c = TrainConfig.of(model="deq", jac_penalty=1, jac_kind="spectral", jac_probes=2)
+    assert c.penalty.weight == 1.0 and isinstance(c.penalty.weight, float)
     assert TrainConfig.from_json(c.to_json()) == c
-    assert TrainConfig(model="bilevel", jac_penalty=0.1).jac_penalty == 0.1  # tied maps too
+    assert TrainConfig.of(model="bilevel", jac_penalty=0.1).penalty.weight == 0.1  # tied maps too
     argv = ["train", "--task", "deblur", "--model", "deq", "--arch", "dense", "--out", "x"]
     sets = ["--set", "jac_penalty=0.3", "--set", "jac_kind=spectral", "--set", "jac_iters=7"]
     args = cli.make_parser().parse_args(argv + sets)
     config = cli.build_train_config(args)
-    assert (config.jac_penalty, config.jac_kind, config.jac_iters) == (0.3, "spectral", 7)
+    assert (config.penalty.weight, config.penalty.kind, config.penalty.iters) == (
+        0.3,
+        "spectral",
+        7,
+    )
     with pytest.raises(cli.CLIError, match="jac_kind"):
         cli.build_train_config(cli.make_parser().parse_args(argv + ["--set", "jac_kind=l1"]))

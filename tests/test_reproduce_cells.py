@@ -37,11 +37,11 @@ def _train(config, steps):
     the training examples."""
     task, inst = build_instance(config)
     train, _ = make_datasets(config, task)
-    state = init_state(inst, config, config.num_train)
+    state = init_state(inst, config, config.data.num_train)
     step = make_train_step(inst, task, config)
     history = []
     for s in range(steps):
-        ids = batch_indices(config.seed, s, config.num_train, config.batch_size)
+        ids = batch_indices(config.seed, s, config.data.num_train, config.batch_size)
         batch = {"x": jnp.asarray(train.x[ids]), "y": jnp.asarray(train.y[ids]), "ids": ids}
         state, metrics = step(state, batch)
         history.append({k: float(v) for k, v in metrics.items()})
@@ -64,7 +64,7 @@ def test_cells_keep_bilevel_and_deq_identical():
                 b, d = (experiment_config(task, arch, m, quick=quick) for m in MODELS)
                 assert b.differences(d) == ["model"]
                 for key, value in cell_settings(task, arch).items():
-                    assert getattr(b, key) == value
+                    assert b.setting(key) == value
 
 
 def test_cell_settings_are_copies():
@@ -140,7 +140,7 @@ def test_dense_inverse_cells_solve_to_the_fixed_point():
         train, _ = make_datasets(config, t)
         x, y = jnp.asarray(train.x[:8]), jnp.asarray(train.y[:8])
 
-        def mse(tol, max_iter, inst=inst, t=t, x=x, y=y, memory=config.memory):
+        def mse(tol, max_iter, inst=inst, t=t, x=x, y=y, memory=config.forward.memory):
             solver = Anderson(tol=tol, max_iter=max_iter, memory=memory)
             sol = reconstruct(inst, t, y, solver=solver)
             assert bool(jnp.all(sol.stats.converged))
@@ -148,7 +148,7 @@ def test_dense_inverse_cells_solve_to_the_fixed_point():
 
         exact = mse(1e-7, 3000)
         # measured: within 3% (inpainting) and 1% (deblurring); 1e-3 was 24% and 13% off
-        assert abs(mse(config.tol, config.max_iter) - exact) < 0.05 * exact
+        assert abs(mse(config.forward.tol, config.forward.max_iter) - exact) < 0.05 * exact
         assert abs(mse(1e-3, 50) - exact) > 0.1 * exact  # the former tolerance
 
 

@@ -38,7 +38,7 @@ def _config(**changes):
         checkpoint_every=0,
     )
     base.update(changes)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_mnist_models_work_on_their_own_scale(tmp_path):
     assert r.operator == "denoise, σ=0.05 (2σ on [-1, 1])"
     assert rs.make_plan(rs.open_model(run), sigma=0.05).lam_scale == 1.0
     assert "at σ=0.05 on mnist 28x28" in rs.open_model(run).describe()
-    dense = rs.Model(run, "dense", TrainConfig(arch="dense", dataset="mnist"), 1, True, True)
+    dense = rs.Model(run, "dense", TrainConfig.of(arch="dense", dataset="mnist"), 1, True, True)
     with pytest.raises(rs.RestoreError, match="dense model restores only 28x28"):
         rs.check_image(dense, rs.make_plan(dense), y[:20])
 

@@ -171,7 +171,7 @@ def _config(**changes):
         checkpoint_every=0,
     )
     base.update(changes)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 @pytest.mark.parametrize("kind", ["convex", "weakly_convex"])

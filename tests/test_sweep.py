@@ -53,7 +53,7 @@ PER_STEP = ("loss", "psnr", "fwd_iters", "bwd_iters", "grad_norm", "lr", "tau", 
 
 
 def _base(**changes):
-    return TrainConfig(**{**BASE, **changes})
+    return TrainConfig.of(**{**BASE, **changes})
 
 
 def _max_diff(a, b):
@@ -341,7 +341,7 @@ def test_natural_image_sweeps_score_test_crops_at_their_own_size(tmp_path):
     from jaxinv.evaluate import evaluate_run
     from jaxinv.sweep import run_sweep
 
-    base = TrainConfig(
+    base = TrainConfig.of(
         arch="foe",
         arch_options={"num_filters": 2, "size": 3, "init_scale": 10.0},
         patch_size=16,

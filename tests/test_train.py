@@ -70,7 +70,7 @@ def _config(**changes):
         checkpoint_every=0,
     )
     base.update(changes)
-    return TrainConfig(**base)
+    return TrainConfig.of(**base)
 
 
 def _batch(task, n=4):
@@ -82,7 +82,7 @@ def _run_steps(config, steps):
     task = config.make_task()
     inst = models.build_model(config.arch, 0, task, SHAPE, tied=config.tied, **config.arch_options)
     step = make_train_step(inst, task, config)
-    state = init_state(inst, config, config.num_train)
+    state = init_state(inst, config, config.data.num_train)
     batch = _batch(task)
     history = []
     for _ in range(steps):
@@ -202,16 +202,17 @@ def test_config_round_trip_and_validation():
     with pytest.raises(ValueError, match="restart must exceed 1"):
         _config(restart=1.0)
     assert (
-        TrainConfig().adjoint_method == "cg" and TrainConfig(model="deq").adjoint_method == "gmres"
+        TrainConfig().adjoint_method == "cg"
+        and TrainConfig.of(model="deq").adjoint_method == "gmres"
     )
     with pytest.raises(ValueError, match="bilevel"):
-        TrainConfig(model="unrolled")
+        TrainConfig.of(model="unrolled")
     with pytest.raises(ValueError, match="conv2x11"):
-        TrainConfig(arch="unet")
+        TrainConfig.of(arch="unet")
     with pytest.raises(ValueError, match="untied"):
-        TrainConfig(arch="tv", model="deq")
+        TrainConfig.of(arch="tv", model="deq")
     with pytest.raises(ValueError, match="unknown options"):
-        TrainConfig(arch_options={"nfilters": 3})
+        TrainConfig.of(arch_options={"nfilters": 3})
     with pytest.raises(ValueError, match="unknown fields"):
         TrainConfig.from_dict({"stepz": 3})
 
@@ -233,7 +234,7 @@ def test_lr_scale_multiplies_the_updates_of_the_named_parameters():
         np.testing.assert_allclose(scaled[name], factor * plain[name], rtol=1e-6)
     assert float(scaled["tau"]) == 0.0  # frozen stays frozen
     c = _config(lr_scale={"log_weights": 30})
-    assert TrainConfig.from_json(c.to_json()) == c and c.lr_scale == {"log_weights": 30.0}
+    assert TrainConfig.from_json(c.to_json()) == c and c.optim.lr_scale == {"log_weights": 30.0}
     with pytest.raises(ValueError, match="positive number"):
         _config(lr_scale={"log_weights": 0.0})
     with pytest.raises(ValueError, match=r"not trainable parameters.*choose from"):

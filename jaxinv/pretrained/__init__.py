@@ -29,12 +29,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..train import CHECKPOINT, CONFIG, CheckpointError, TrainConfig, load_run, read_header
+from ..runs import CHECKPOINT, CONFIG, load_run
+from ..train import CheckpointError, TrainConfig, read_header
 
 #: Environment variable that replaces :func:`root` (for testing exports).
 ROOT_ENV = "JAXINV_PRETRAINED_ROOT"
 #: The files of a model directory: the run's two files, then the model card.
-RUN_FILES: tuple[str, ...] = ("config.json", "checkpoint.eqx")
+RUN_FILES: tuple[str, ...] = (CONFIG, CHECKPOINT)
 CARD_FILE = "CARD.md"
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 

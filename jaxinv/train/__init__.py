@@ -4,6 +4,9 @@
 from jaxinv.train import TrainConfig, train, train_sweep, load_run, reconstruct
 
 result = train(TrainConfig(model="deq", arch="foe", steps=200), "runs/deq-foe")
+# sub-configurations (data, optim, forward, adjoint, penalty), or settings by flat name
+config = TrainConfig(optim=OptimConfig(lr=1e-4), forward=SolverConfig(tol=1e-5))
+config = TrainConfig.of(lr=1e-4, tol=1e-5, adjoint_tol=1e-6)
 config, model = load_run("runs/deq-foe")   # the model holds the trained parameters
 sol = reconstruct(model, config.make_task(), y)
 
@@ -21,8 +24,22 @@ from ._checkpoint import atomic_write_text as atomic_write_text
 from ._checkpoint import load_checkpoint as load_checkpoint
 from ._checkpoint import read_header as read_header
 from ._checkpoint import save_checkpoint as save_checkpoint
+from ._config import ADJOINTS as ADJOINTS
 from ._config import DEFAULT_ADJOINT as DEFAULT_ADJOINT
+from ._config import FLAT_NAMES as FLAT_NAMES
+from ._config import JAC_KINDS as JAC_KINDS
+from ._config import MODELS as MODELS
+from ._config import SCHEDULES as SCHEDULES
+from ._config import SECTIONS as SECTIONS
+from ._config import SOLVERS as SOLVERS
+from ._config import AdjointConfig as AdjointConfig
+from ._config import DataConfig as DataConfig
+from ._config import OptimConfig as OptimConfig
+from ._config import PenaltyConfig as PenaltyConfig
+from ._config import SolverConfig as SolverConfig
 from ._config import TrainConfig as TrainConfig
+from ._config import flat_name as flat_name
+from ._config import setting_names as setting_names
 from ._data import Examples as Examples
 from ._data import NoisyParts as NoisyParts
 from ._data import batch_indices as batch_indices
@@ -58,14 +75,26 @@ from ._sweep import train_sweep as train_sweep
 from ._sweep import unstack as unstack
 
 __all__ = [
+    "ADJOINTS",
     "CHECKPOINT",
     "CONFIG",
     "DEFAULT_ADJOINT",
+    "FLAT_NAMES",
+    "JAC_KINDS",
+    "MODELS",
+    "SCHEDULES",
+    "SECTIONS",
+    "SOLVERS",
+    "AdjointConfig",
     "CheckpointError",
+    "DataConfig",
     "Examples",
     "GridError",
     "NoisyParts",
+    "OptimConfig",
+    "PenaltyConfig",
     "RunExistsError",
+    "SolverConfig",
     "SweepResult",
     "SweepState",
     "SweepStep",
@@ -78,6 +107,7 @@ __all__ = [
     "build_instance",
     "evaluate",
     "expand_grid",
+    "flat_name",
     "grid_keys",
     "init_state",
     "load_checkpoint",
@@ -95,6 +125,7 @@ __all__ = [
     "reconstruct_stacked",
     "retarget",
     "save_checkpoint",
+    "setting_names",
     "solve_batch",
     "stack",
     "step_body",

@@ -27,9 +27,12 @@ from typing import Any
 import equinox as eqx
 import jax
 
+# The files of a run directory, written here and by the loop (jaxinv.runs documents the layout
+# and is where everything above the training code takes them from).
 CHECKPOINT = "checkpoint.eqx"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+FIGURES = "figures"
 TMP_PREFIX = ".tmp-"
 _MAGIC = b"JAXINV-CHECKPOINT\n"
 FORMAT = 1

@@ -61,13 +61,13 @@ def _folder(folder: str, fingerprint: str, min_size: int) -> tuple[np.ndarray, .
 
 def _folder_images(config: TrainConfig, split: str) -> tuple[np.ndarray, ...] | None:
     """The folder images of ``split``, or ``None`` where the bundled split is used."""
-    size = config.patch_size
-    if split == "val" and config.val_images:
-        return _folder(config.val_images, folder_fingerprint(config.val_images), size)
-    if not config.train_images:
+    size = config.data.patch_size
+    if split == "val" and config.data.val_images:
+        return _folder(config.data.val_images, folder_fingerprint(config.data.val_images), size)
+    if not config.data.train_images:
         return None
-    images = _folder(config.train_images, folder_fingerprint(config.train_images), size)
-    if config.val_images:  # the whole folder trains
+    images = _folder(config.data.train_images, folder_fingerprint(config.data.train_images), size)
+    if config.data.val_images:  # the whole folder trains
         return images if split == "train" else None
     train_ids, val_ids = split_by_image(len(images))
     return tuple(images[i] for i in (train_ids if split == "train" else val_ids))
@@ -76,9 +76,9 @@ def _folder_images(config: TrainConfig, split: str) -> tuple[np.ndarray, ...] | 
 def data_fingerprints(config: TrainConfig) -> dict[str, str]:
     """Fingerprints of the image folders a configuration reads (empty for the bundled data)."""
     return {
-        name: folder_fingerprint(getattr(config, name))
+        name: folder_fingerprint(getattr(config.data, name))
         for name in ("train_images", "val_images")
-        if getattr(config, name)
+        if getattr(config.data, name)
     }
 
 
@@ -87,21 +87,21 @@ def _clean(config: TrainConfig, split: str, count: int, seed: int) -> np.ndarray
     if folder is not None:
         return sample_patches(
             folder,
-            config.patch_size,
+            config.data.patch_size,
             count,
             seed=seed,
             augment=split == "train" and config.augments,
         )
-    if config.dataset == "mnist":
+    if config.data.dataset == "mnist":
         images = load_mnist(split).images
         if count > len(images):
             raise ValueError(
                 f"MNIST {split} split has {len(images)} digits, fewer than the {count} requested"
             )
         return images[:count]
-    images = _natural(split, config.max_image_size)
+    images = _natural(split, config.data.max_image_size)
     augment = split == "train" and config.augments
-    return sample_patches(images, config.patch_size, count, seed=seed, augment=augment)
+    return sample_patches(images, config.data.patch_size, count, seed=seed, augment=augment)
 
 
 def _degrade(task: Task, x: np.ndarray, seed: int) -> Examples:
@@ -146,19 +146,21 @@ def make_dataset_parts(
     every noise level: ``parts.measurements(σ)`` equals ``make_datasets`` of the configuration
     with ``task_options["sigma"] = σ`` exactly."""
     task = config.make_task() if task is None else task
-    train = _noisy_parts(task, _clean(config, "train", config.num_train, config.seed), config.seed)
-    val = _noisy_parts(task, _clean(config, "val", config.num_val, VAL_SEED), VAL_SEED)
+    train = _noisy_parts(
+        task, _clean(config, "train", config.data.num_train, config.seed), config.seed
+    )
+    val = _noisy_parts(task, _clean(config, "val", config.data.num_val, VAL_SEED), VAL_SEED)
     return train, val
 
 
 def make_datasets(config: TrainConfig, task: Task | None = None) -> tuple[Examples, Examples]:
     """The fixed training set (``num_train`` examples, patches and noise drawn from ``seed``)
     and validation set (``num_val`` examples from the ``val`` split, drawn from
-    :data:`VAL_SEED`). With ``config.train_images`` / ``val_images`` the patches come from
+    :data:`VAL_SEED`). With ``config.data.train_images`` / ``val_images`` the patches come from
     those folders (see :class:`TrainConfig`)."""
     task = config.make_task() if task is None else task
-    train = _degrade(task, _clean(config, "train", config.num_train, config.seed), config.seed)
-    val = _degrade(task, _clean(config, "val", config.num_val, VAL_SEED), VAL_SEED)
+    train = _degrade(task, _clean(config, "train", config.data.num_train, config.seed), config.seed)
+    val = _degrade(task, _clean(config, "val", config.data.num_val, VAL_SEED), VAL_SEED)
     return train, val
 
 

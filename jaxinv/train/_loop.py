@@ -137,7 +137,8 @@ def _check_header(path: Path, header: dict[str, Any], config: TrainConfig) -> No
             "overwrite=True to start afresh."
         )
     if diff:
-        detail = ", ".join(f"{k}: {getattr(saved, k)!r} -> {getattr(config, k)!r}" for k in diff)
+        old, new = saved.dotted(), config.dotted()
+        detail = ", ".join(f"{k}: {old[k]!r} -> {new.get(k)!r}" for k in diff)
         raise CheckpointError(
             f"{path} belongs to a run with another configuration ({detail}). Resume it with its "
             f"own configuration (load_run or TrainConfig.from_json of {CONFIG}), use another "
@@ -422,7 +423,7 @@ def _tune_tv_run(
     recs += [{"kind": "tune", "step": 0, "weight": w, "psnr": p} for w, p in tuning.trials]
     recs.append({"kind": "val", "step": config.steps, "psnr": tuning.psnr, "weight": tuning.weight})
     atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in recs))
-    state = init_state(model, config, config.num_train)
+    state = init_state(model, config, config.data.num_train)
     state = TrainState(
         jnp.asarray(config.steps, jnp.int32),
         tuning.model,
@@ -506,7 +507,7 @@ def load_run(
     header, _ = read_header(path)
     config = TrainConfig.from_dict(header["config"])
     task, model = build_instance(config)
-    like = init_state(model, config, config.num_train)
+    like = init_state(model, config, config.data.num_train)
     _, state = _load_state(path, like, config, need_opt_state=False)
     model = state.params
     if image_shape is not None:

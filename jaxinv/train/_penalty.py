@@ -2,11 +2,11 @@
 
 An untied (DEQ) map ``T(x; θ, y)`` is not a gradient step, so nothing keeps ``‖∂T/∂x‖`` below 1
 while it trains; once an eigenvalue of ``J = ∂T/∂x(x*)`` leaves the unit disc the solves diverge.
-With ``TrainConfig.jac_penalty = w > 0`` the step minimises
+With ``TrainConfig.penalty.weight = w > 0`` the step minimises
 
     mse(x*(θ)) + w · mean_batch P(J(x*; θ)),      x* held constant in P,
 
-with ``P = ‖J‖_F² / n`` (``jac_kind="frobenius"``, Hutchinson's estimate) or
+with ``P = ‖J‖_F² / n`` (``penalty.kind="frobenius"``, Hutchinson's estimate) or
 ``P = relu(σ̂ − target)²`` with ``σ̂ ≈ ‖J‖₂`` by power iteration (``"spectral"``); see
 :mod:`jaxinv._jacobian`. The probes are Gaussian, drawn from ``(step, example id)``.
 """
@@ -40,23 +40,23 @@ def jacobian_probes(
     image_shape: tuple[int, int],
     dtype: DTypeLike,
 ) -> Float[Array, "B k H W"]:
-    """Standard Gaussian probes ``(B, jac_probes, H, W)``: example ``ids[b]`` at step ``step``
+    """Standard Gaussian probes ``(B, penalty.probes, H, W)``: example ``ids[b]`` at step ``step``
     gets ``normal(fold_in(fold_in(key, step), ids[b]))``, the same whatever the batch order or
     the number of devices, and again when a run is resumed."""
     key = jax.random.fold_in(jax.random.PRNGKey(_PROBE_KEY), step)
-    shape = (config.jac_probes, *image_shape)
+    shape = (config.penalty.probes, *image_shape)
     return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), shape, dtype))(ids)
 
 
 def make_jacobian_penalty(config: TrainConfig) -> Penalty | None:
     """``penalty(model, x_star, y, probes) -> (w · mean_b P_b, estimates)`` for
-    ``config.jac_penalty = w > 0`` (``None`` when it is 0): ``x_star`` and ``y`` are
+    ``config.penalty.weight = w > 0`` (``None`` when it is 0): ``x_star`` and ``y`` are
     ``(B, H, W)``, ``probes`` from :func:`jacobian_probes`, ``estimates`` the per-example
     ``‖J‖_F²/n`` (frobenius) or ``σ̂`` (spectral), differentiable w.r.t. the model's arrays."""
-    if not config.jac_penalty:
+    if not config.penalty.weight:
         return None
-    weight, kind = config.jac_penalty, config.jac_kind
-    target, iters = config.jac_target, config.jac_iters
+    weight, kind = config.penalty.weight, config.penalty.kind
+    target, iters = config.penalty.target, config.penalty.iters
 
     def one(model: AbstractModel, x: Array, y: Array, v: Array) -> tuple[Array, Array]:
         def fn(z: Array, m: AbstractModel) -> Array:

@@ -9,7 +9,6 @@ trainable ones, and ``model.refresh()`` recomputes the derived ones. Everything 
 from __future__ import annotations
 
 import collections
-import dataclasses
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -28,7 +27,7 @@ from ..models import AbstractModel, apply_model, partition
 from ..models._base import _name
 from ..solvers import AbstractFixedPointSolver, reconstruction_solver
 from ..tasks import Task
-from ._config import TrainConfig
+from ._config import PenaltyConfig, TrainConfig
 from ._penalty import METRIC, jacobian_probes, make_jacobian_penalty
 
 
@@ -53,50 +52,45 @@ class TrainState(eqx.Module):
 
 
 def make_schedule(config: TrainConfig) -> optax.Schedule:
-    """Learning-rate schedule: cosine or linear decay from ``lr`` to ``lr_final`` over ``steps``,
-    or constant ``lr``."""
-    if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(
-            config.lr, config.steps, alpha=config.lr_final / config.lr
-        )
-    if config.schedule == "linear":
-        return optax.linear_schedule(config.lr, config.lr_final, config.steps)
-    return optax.constant_schedule(config.lr)
+    """Learning-rate schedule: cosine or linear decay from ``optim.lr`` to ``optim.lr_final``
+    over ``steps``, or constant ``optim.lr`` (:meth:`OptimConfig.make_schedule`)."""
+    return config.optim.make_schedule(config.steps)
 
 
 def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTransformation:
     """Adam with :func:`make_schedule` (after optional global-norm clipping) on the trainable
     leaves; frozen leaves (``trainable`` False) get zero updates; the parameters named in
-    ``config.lr_scale`` get their updates multiplied by the given factor.
+    ``config.optim.lr_scale`` get their updates multiplied by the given factor.
 
     ``trainable`` is ``model.trainable()`` (a pytree of bools with the structure of
     ``model.params()``; a dict of them by name works the same), and the optimiser acts on
     ``model.params()``; parameters are named by their top-level field (or key)."""
-    parts = [optax.clip_by_global_norm(config.clip_norm)] if config.clip_norm else []
+    optim = config.optim
+    parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm else []
     parts.append(optax.adam(make_schedule(config)))
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
     # labels as functions: a model (callable) would otherwise be taken for one
     opt = optax.multi_transform(
         {"train": optax.chain(*parts), "frozen": optax.set_to_zero()}, lambda _: labels
     )
-    if not config.lr_scale:
+    if not optim.lr_scale:
         return opt
     flags: dict[str, bool] = {}
     for path, t in jax.tree_util.tree_flatten_with_path(trainable)[0]:
         name = _name(path[0])
         flags[name] = flags.get(name, False) or bool(t)
     names = sorted(k for k, t in flags.items() if t)
-    unknown = sorted(set(config.lr_scale) - set(names))
+    unknown = sorted(set(optim.lr_scale) - set(names))
     if unknown:
         raise ValueError(
-            f"TrainConfig.lr_scale: {unknown} are not trainable parameters of this model; "
+            f"TrainConfig: optim.lr_scale {unknown} are not trainable parameters of this model; "
             f"choose from {names}"
         )
     # each leaf labelled by its top-level parameter name, or "" where no factor is set
     groups = jax.tree_util.tree_map_with_path(
-        lambda path, _: _name(path[0]) if _name(path[0]) in config.lr_scale else "", trainable
+        lambda path, _: _name(path[0]) if _name(path[0]) in optim.lr_scale else "", trainable
     )
-    scales = {name: optax.scale(f) for name, f in config.lr_scale.items()}
+    scales = {name: optax.scale(f) for name, f in optim.lr_scale.items()}
     return optax.chain(
         opt, optax.multi_transform({"": optax.identity(), **scales}, lambda _: groups)
     )
@@ -163,7 +157,7 @@ def make_loss_fn(config: TrainConfig) -> Callable:
 
 def make_objective(config: TrainConfig) -> Callable:
     """``objective(model, probes, batch, x0, jac_probes) -> (value, (solution, jac))``: the
-    step's training objective. Without a Jacobian penalty (``config.jac_penalty == 0``) it is
+    step's training objective. Without a Jacobian penalty (``config.penalty.weight == 0``) it is
     :func:`make_loss_fn`'s MSE and ``jac`` is ``{}`` (``jac_probes`` unused); with one it is
     ``mse + w · mean_b P_b`` (:func:`jaxinv.train._penalty.make_jacobian_penalty`, at the
     fixed points held constant) and ``jac`` holds per-example arrays: ``mse`` and ``jac_loss``
@@ -177,7 +171,7 @@ def make_objective(config: TrainConfig) -> Callable:
             return mse, (sol, {})
 
         return mse_only
-    est_name = METRIC[config.jac_kind]
+    est_name = METRIC[config.penalty.kind]
 
     def penalised(model, probes, batch, x0, jac_probes):
         mse, sol = loss_fn(model, probes, batch, x0)
@@ -194,20 +188,14 @@ _TRACES: collections.Counter[str] = collections.Counter()
 
 #: Fields the step never reads (they choose the data, the model's initial values and the
 #: bookkeeping), reset in its compilation key so that they do not cause a recompile.
-_NOT_IN_STEP = {"checkpoint_every": 0, "eval_every": 0, "seed": 0, "num_val": 1}
-
-
-#: The Jacobian penalty's options, which the step ignores while ``jac_penalty`` is 0.
-_JAC_OFF = {
-    f.name: f.default
-    for f in dataclasses.fields(TrainConfig)
-    if f.name.startswith("jac_") and f.name != "jac_penalty"
-}
+_NOT_IN_STEP = {"checkpoint_every": 0, "eval_every": 0, "seed": 0, "data.num_val": 1}
 
 
 def _step_key(config: TrainConfig) -> str:
     """The configuration the compiled step depends on, as JSON (a static argument)."""
-    unused = _NOT_IN_STEP if config.jac_penalty else {**_NOT_IN_STEP, **_JAC_OFF}
+    unused: dict[str, Any] = dict(_NOT_IN_STEP)
+    if not config.penalty.enabled:  # the penalty's options are ignored while it is off
+        unused["penalty"] = PenaltyConfig()
     return config.replace(**unused).to_json()
 
 
@@ -220,7 +208,7 @@ class TrainStep:
     ``fwd_converged`` (fraction), the same four ``bwd_*`` for the adjoint solve, ``grad_norm``
     (trainable leaves), ``lr`` (used for this step), ``tau``, ``warm`` (fraction of the batch
     warm-started) and ``skipped`` (1 where ``skip_unconverged`` kept the old state). With a
-    Jacobian penalty (``config.jac_penalty > 0``) ``loss`` stays the MSE and three more are
+    Jacobian penalty (``config.penalty.weight > 0``) ``loss`` stays the MSE and three more are
     logged: ``jac_loss`` (the weighted penalty added to it) and the estimate's batch mean and
     max, ``jac_frob`` / ``jac_frob_max`` (``‖J‖_F²/n``) or ``jac_norm`` / ``jac_norm_max``
     (``‖J‖₂``); with ``skip_unconverged`` a non-finite penalty also skips the step.
@@ -287,7 +275,7 @@ def step_body(
         warm = jnp.zeros(y.shape[0], bool)
     probes = BackwardProbe.zeros(y.shape[0])
     jac_v = None
-    if config.jac_penalty:  # drawn here, so every device gets its own examples' probes
+    if config.penalty.weight:  # drawn here, so every device gets its own examples' probes
         jac_v = jacobian_probes(config, state.step, batch["ids"], model.image_shape, dtype)
 
     def value_and_grad(split, shard):
@@ -353,7 +341,7 @@ def step_body(
         "skipped": skip.astype(jnp.float32),
     }
     if jac:
-        est = METRIC[config.jac_kind]
+        est = METRIC[config.penalty.kind]
         metrics.update(
             {
                 "jac_loss": jnp.mean(jac["jac_loss"]),

@@ -67,7 +67,7 @@ from ._checkpoint import (
     remove_leftover_temp_files,
     save_checkpoint,
 )
-from ._config import MAX_SKIPS_IN_A_ROW, TrainConfig
+from ._config import MAX_SKIPS_IN_A_ROW, TrainConfig, setting_names
 from ._data import NoisyParts, batch_indices, make_dataset_parts
 from ._loop import _pooled_psnr, _truncate_metrics, build_instance, read_metrics
 from ._step import TrainState, _step_key, init_state, reconstruct_body, step_body
@@ -76,7 +76,7 @@ from ._step import TrainState, _step_key, init_state, reconstruct_body, step_bod
 SWEEP = "sweep.json"
 #: Grid keys that are not architecture options.
 RUN_KEYS = ("sigma", "lr", "seed")
-_ALIASES = {"task_options.sigma": "sigma"}
+_ALIASES = {"task_options.sigma": "sigma", "optim.lr": "lr"}
 
 
 # ---- the grid --------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def _check_grid(base: TrainConfig, grid: Mapping[str, Sequence[float]]) -> dict[
         )
     allowed = grid_keys(base)
     arch_fields = {f.name for f in dataclasses.fields(ARCHITECTURES[base.arch])}  # type: ignore[arg-type]
-    config_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config_fields = set(setting_names())
     out: dict[str, tuple] = {}
     for name, values in grid.items():
         key = _key(name)
@@ -164,7 +164,7 @@ def _configure(base: TrainConfig, settings: Mapping[str, float | int]) -> TrainC
             task["sigma"] = value
         elif key == "lr":
             kw["lr"] = value
-            kw["lr_final"] = min(value, base.lr_final * (value / base.lr))
+            kw["lr_final"] = min(value, base.optim.lr_final * (value / base.optim.lr))
         elif key == "seed":
             kw["seed"] = value
         else:
@@ -344,7 +344,7 @@ class _GridData:
         self.train = {seed: p[0] for seed, p in parts.items()}
         self.val = parts[lanes[0].seed][1]  # drawn from a fixed seed, the same for every run
         self.sigmas = [c.make_task().sigma for c in self.lanes]
-        self.num_train = lanes[0].num_train
+        self.num_train = lanes[0].data.num_train
         self.batch_size = lanes[0].batch_size
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
@@ -422,7 +422,7 @@ def _lanes(configs: list[TrainConfig], devices: int) -> list[TrainConfig]:
 def _initial(lanes: Sequence[TrainConfig], settings: Sequence[dict], num: int) -> SweepState:
     models = [build_instance(c)[1] for c in lanes]
     _check_models(models, list(settings) + [settings[-1]] * (len(lanes) - len(settings)))
-    states = [init_state(m, c, c.num_train) for m, c in zip(models, lanes, strict=True)]
+    states = [init_state(m, c, c.data.num_train) for m, c in zip(models, lanes, strict=True)]
     active = jnp.arange(len(lanes)) < num
     return SweepState(stack(states), active)
 
@@ -674,7 +674,7 @@ def train_sweep(
     val_y = data.val_measurements()
     factors = None
     if "lr" in spec:
-        factors = jnp.asarray([c.lr / base.lr for c in lanes], _float_dtype(sweep))
+        factors = jnp.asarray([c.optim.lr / base.optim.lr for c in lanes], _float_dtype(sweep))
     step_fn = SweepStep(base, base.devices)
     place = _placer(base.devices)
     elapsed = 0.0
