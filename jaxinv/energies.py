@@ -254,14 +254,18 @@ def deq_conv_norms(
 
 
 def deq_dense_map(
-    op: AbstractOperator, *, activation: str | Callable[[Array], Array] = "relu"
+    op: AbstractOperator,
+    *,
+    activation: str | Callable[[Array], Array] = "relu",
+    center: float = 0.0,
 ) -> Map:
     """The paper's untied dense (MNIST) DEQ step on flattened images ``vec(x) ∈ R^d``:
 
-        T(x, p, y) = x − τ (λ Aᵀ(A x − y) + γ V σ(W vec(x) + b)),
+        T(x, p, y) = x − τ (λ Aᵀ(A x − y) + γ V σ(W vec(x − c) + b)),
 
-    ``p = {"lam": (), "tau": (), "gamma": (), "W": (m, d), "V": (d, m), "b": (m,)}``. With
-    ``V = Wᵀ`` and ``σ = ψ'`` this is the gradient step on ``λ/2 ‖A x − y‖² + dense(x)``.
+    ``p = {"lam": (), "tau": (), "gamma": (), "W": (m, d), "V": (d, m), "b": (m,)}``, ``c`` the
+    constant ``center`` (default 0). With ``V = Wᵀ`` and ``σ = ψ'`` this is the gradient step on
+    ``λ/2 ‖A x − y‖² + dense(x − c)``.
     """
     _check_op(op)
     sigma = get_activation(activation)
@@ -277,6 +281,8 @@ def deq_dense_map(
                 f"got W {w.shape}, V {v.shape}, b {b.shape}"
             )
         u = x.reshape(x.shape[:-2] + (d,))
+        if center:
+            u = u - center
         g_reg = p["gamma"] * matmul(sigma(matmul(u, w.T) + b), v.T)
         g = _residual_grad(op, x, y, p["lam"]) + g_reg.reshape(x.shape)
         return x - p["tau"] * g

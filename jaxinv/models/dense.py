@@ -50,11 +50,9 @@ class DenseModel(AbstractModel):
     def __call__(self, x: Float[Array, "H W"], y: Float[Array, "H W"]) -> Float[Array, "H W"]:
         opts = {"delta": self.shrink} if self.activation == "soft_shrink" else {}
         sigma = get_activation(self.activation, **opts)
-        T = energies.deq_dense_map(self.operator, activation=sigma)
+        T = energies.deq_dense_map(self.operator, activation=sigma, center=self.center)
         v = self.W.T if self.tied else self.V
-        # W (u − c) + b = W u + (b − c W 1)
-        b = self.b - self.center * jnp.sum(self.W, axis=1) if self.center else self.b
-        p = {"lam": self.lam, "tau": self.tau, "gamma": self.gamma, "W": self.W, "b": b}
+        p = {"lam": self.lam, "tau": self.tau, "gamma": self.gamma, "W": self.W, "b": self.b}
         return T(x, {**p, "V": v}, y)
 
     def refresh(self) -> DenseModel:

@@ -386,6 +386,8 @@ SECTIONS: dict[str, type] = {
     "adjoint": AdjointConfig,
     "penalty": PenaltyConfig,
 }
+# The field names of each sub-configuration, in order.
+_FIELDS = {s: tuple(f.name for f in dataclasses.fields(kind)) for s, kind in SECTIONS.items()}
 
 
 # ---- the configuration -----------------------------------------------------------------------
@@ -593,7 +595,7 @@ class TrainConfig:
             head, tail = FLAT_NAMES[name]
         elif not dot and name in _TOP:
             return getattr(self, name)
-        if head not in SECTIONS or tail not in {f.name for f in dataclasses.fields(SECTIONS[head])}:
+        if tail not in _FIELDS.get(head, ()):
             _split({name: None})  # raises, naming it
         return getattr(getattr(self, head), tail)
 
@@ -653,7 +655,7 @@ _TOP = {f.name for f in dataclasses.fields(TrainConfig)}
 def setting_names() -> list[str]:
     """Every name :meth:`TrainConfig.replace` takes: top-level fields, flat names and dotted
     names."""
-    dotted = [f"{s}.{f.name}" for s, kind in SECTIONS.items() for f in dataclasses.fields(kind)]
+    dotted = [f"{s}.{f}" for s, fields in _FIELDS.items() for f in fields]
     return sorted(_TOP | set(FLAT_NAMES)) + dotted
 
 
@@ -664,7 +666,7 @@ def _split(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[s
     unknown: list[str] = []
 
     def put(section: str, field: str, value: Any, key: str) -> None:
-        if field not in {f.name for f in dataclasses.fields(SECTIONS[section])}:
+        if field not in _FIELDS[section]:
             unknown.append(key)
         elif field in sections.setdefault(section, {}):
             raise ValueError(f"TrainConfig: {_label(section, field)} is given twice")
@@ -690,10 +692,9 @@ def _split(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, dict[s
         else:
             unknown.append(key)
     if unknown:
-        fields = {s: [f.name for f in dataclasses.fields(k)] for s, k in SECTIONS.items()}
         raise ValueError(
             f"TrainConfig: unknown fields {sorted(unknown)}; known: the fields "
             f"{sorted(_TOP)}, the flat names {sorted(FLAT_NAMES)}, or SECTION.FIELD with "
-            + "; ".join(f"{s}: {', '.join(f)}" for s, f in fields.items())
+            + "; ".join(f"{s}: {', '.join(f)}" for s, f in _FIELDS.items())
         )
     return top, sections
