@@ -19,6 +19,8 @@ jax.config.update("jax_enable_x64", True)
 import jaxinv as ji  # noqa: E402
 from jaxinv import distributed as dist  # noqa: E402
 
+from helpers import PATCH_DEFAULTS, solves  # noqa: E402
+
 
 def T(x, p, y):
     return p["a"] * jnp.tanh(p["W"] @ x) + y
@@ -56,26 +58,15 @@ def sharded_training_matches_single_device() -> dict:
 
     from jaxinv.train import TrainConfig, load_run, train
 
-    base = dict(
-        arch="foe",
-        arch_options={"num_filters": 3, "size": 3},
-        patch_size=12,
-        num_train=8,
-        num_val=2,
-        batch_size=8,
-        steps=4,
-        lr=0.01,
-        lr_final=0.01,
-        schedule="constant",
-        tol=1e-9,
-        max_iter=300,
-        adjoint_tol=1e-9,
-        adjoint_max_iter=300,
-        max_image_size=64,
-        eval_every=0,
-        checkpoint_every=0,
-        task_options={"sigma": 0.1},
-    )
+    base = {
+        **PATCH_DEFAULTS,
+        "arch_options": {"num_filters": 3, "size": 3},
+        "patch_size": 12,
+        "num_train": 8,
+        "batch_size": 8,
+        "steps": 4,
+        **solves(1e-9, 300),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         one = train(TrainConfig.of(**base, devices=1), f"{tmp}/one", progress=False)
         four = train(TrainConfig.of(**base, devices=4), f"{tmp}/four", progress=False, until=2)

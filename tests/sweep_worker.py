@@ -19,23 +19,9 @@ jax.config.update("jax_enable_x64", True)
 from jaxinv.train import TrainConfig, build_instance, expand_grid, stack, train_sweep  # noqa: E402
 from jaxinv.train._checkpoint import read_header  # noqa: E402
 
-BASE = dict(
-    arch="dense",
-    dataset="mnist",
-    task="denoise",
-    arch_options={"tau": 0.5},
-    num_train=8,
-    num_val=4,
-    batch_size=4,
-    steps=2,
-    lr=2e-3,
-    tol=1e-6,
-    max_iter=100,
-    adjoint_tol=1e-6,
-    adjoint_max_iter=100,
-    eval_every=0,
-    checkpoint_every=0,
-)
+from helpers import DIGITS_DEFAULTS  # noqa: E402
+
+BASE = DIGITS_DEFAULTS
 GRID = {"gamma": [0.25, 0.5, 1.0]}
 
 

@@ -9,25 +9,19 @@ import pytest
 
 from jaxinv.train import TrainConfig, train
 
+from helpers import patch_config
+
 
 def _config(**changes):
-    base = dict(
-        arch="foe",
-        arch_options={"num_filters": 2, "size": 3, "init_scale": 10.0},
-        patch_size=16,
-        num_train=4,
-        num_val=2,
-        batch_size=4,
-        steps=10,
-        task_options={"sigma": 0.1},
-        adjoint="fixed_point",
-        adjoint_tol=1e-12,
-        adjoint_max_iter=1,  # one iteration never reaches 1e-12: every adjoint solve fails
-        eval_every=0,
-        checkpoint_every=0,
+    return patch_config(
+        **{
+            "steps": 10,
+            "adjoint": "fixed_point",
+            "adjoint_tol": 1e-12,
+            "adjoint_max_iter": 1,  # one iteration never reaches 1e-12: every adjoint solve fails
+            **changes,
+        }
     )
-    base.update(changes)
-    return TrainConfig.of(**base)
 
 
 def test_a_run_whose_adjoints_keep_failing_warns_with_advice(tmp_path):

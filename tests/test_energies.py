@@ -28,13 +28,10 @@ from jaxinv.regularizers import (
     tv_like_filters,
 )
 
+from helpers import dense_params
+
 SHAPE = (12, 13)
 RNG = np.random.default_rng(2)
-
-
-def _dense_params(d, m, gamma):
-    w = jnp.asarray(RNG.normal(size=(m, d)) / np.sqrt(d))
-    return {"W": w, "b": jnp.zeros(m), "gamma": jnp.asarray(gamma)}
 
 
 OPS = {
@@ -174,7 +171,7 @@ def test_deq_dense_map():
     op = OPS["rows"]
     d = SHAPE[0] * SHAPE[1]
     x, y = _randn(2, *SHAPE), _randn(2, *SHAPE)
-    q = _dense_params(d, 50, 0.4)
+    q = dense_params(RNG, d, 50, 0.4)
     q["b"] = _randn(50)
     v = _randn(d, 50)
     p = {"lam": jnp.asarray(2.0), "tau": jnp.asarray(0.1), "V": v, **q}
@@ -274,7 +271,7 @@ def test_lipschitz_bound_is_tight_for_tv_filters():
 
 def test_dense_lipschitz_bound():
     d = SHAPE[0] * SHAPE[1]
-    q = _dense_params(d, d, 0.8)
+    q = dense_params(RNG, d, d, 0.8)
     p = {"lam": jnp.asarray(1.0), "reg": q}
     op = OPS["blur_zero"]
     energy = variational_energy(op, functools.partial(dense, potential="quadratic"))
@@ -341,7 +338,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="missing"):
         tied_foe_map(Identity())(x, {"lam": 1.0, "reg": {}}, x)
     with pytest.raises(ValueError, match="V"):
-        dq = _dense_params(SHAPE[0] * SHAPE[1], 4, 1.0)
+        dq = dense_params(RNG, SHAPE[0] * SHAPE[1], 4, 1.0)
         deq_dense_map(Identity())(x, {"lam": 1.0, "tau": 0.1, "V": dq["W"], **dq}, x)
     with pytest.raises(ValueError, match="weights"):
         lipschitz_bound(1.0, 1.0, k, jnp.ones(2))

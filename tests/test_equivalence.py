@@ -10,6 +10,8 @@ import pytest
 
 from jaxinv.train import TrainConfig, build_instance, train
 
+from helpers import QUIET, TINY_FOE, constant_lr, solves
+
 STEPS = 12
 
 
@@ -19,23 +21,17 @@ def _run(tmp_path, adjoint: str):
         task_options={"sigma": 0.1},
         model="bilevel",
         arch="foe",
-        arch_options={"num_filters": 3, "size": 3, "init_scale": 10.0},
+        arch_options={**TINY_FOE, "num_filters": 3},
         patch_size=16,
         num_train=8,
         num_val=2,
         batch_size=4,
         steps=STEPS,
-        lr=0.01,
-        schedule="constant",
-        lr_final=0.01,
-        tol=1e-12,
-        max_iter=2000,
+        **constant_lr(0.01),
+        **solves(1e-12, 2000),
         adjoint=adjoint,
-        adjoint_tol=1e-12,
-        adjoint_max_iter=2000,
         throw=True,
-        eval_every=0,
-        checkpoint_every=0,
+        **QUIET,
     )
     return train(config, tmp_path / adjoint, progress=False)
 

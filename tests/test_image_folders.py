@@ -19,6 +19,8 @@ from jaxinv.data import (
 )
 from jaxinv.train import CheckpointError, TrainConfig, make_datasets, train
 
+from helpers import TINY_FOE, solves
+
 
 def _save(path, array):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,25 +113,23 @@ def test_augmented_patches_are_symmetries_of_the_same_windows():
 
 
 def _folder_config(folder, **changes):
-    base = dict(
-        arch="foe",
-        arch_options={"num_filters": 2, "size": 3, "init_scale": 10.0},
-        train_images=str(folder),
-        patch_size=12,
-        num_train=40,
-        num_val=6,
-        batch_size=4,
-        steps=2,
-        tol=1e-6,
-        max_iter=100,
-        adjoint_tol=1e-6,
-        adjoint_max_iter=100,
-        task_options={"sigma": 0.05},
-        eval_every=0,
-        checkpoint_every=1,
+    return TrainConfig.of(
+        **{
+            "arch": "foe",
+            "arch_options": TINY_FOE,
+            "train_images": str(folder),
+            "patch_size": 12,
+            "num_train": 40,
+            "num_val": 6,
+            "batch_size": 4,
+            "steps": 2,
+            **solves(1e-6, 100),
+            "task_options": {"sigma": 0.05},
+            "eval_every": 0,
+            "checkpoint_every": 1,
+            **changes,
+        }
     )
-    base.update(changes)
-    return TrainConfig.of(**base)
 
 
 def test_config_reads_patches_from_the_folder_and_holds_out_by_image(

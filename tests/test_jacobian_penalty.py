@@ -21,6 +21,8 @@ from jaxinv.train import (
 from jaxinv.train._penalty import jacobian_probes
 from jaxinv.train._step import _step_key, make_objective
 
+from helpers import TINY_FOE, patch_config
+
 SIDE = 6  # 6x6 images: dense Jacobians of 36x36
 N = SIDE * SIDE
 
@@ -77,9 +79,6 @@ def test_power_iteration_reaches_the_spectral_norm_from_below():
             np.testing.assert_allclose(spectral_norm(_fn(y), x, m, starts, 300), exact, rtol=1e-10)
     with pytest.raises(ValueError, match=r"= \(k, 6, 6\) with k >= 1, got \(6, 6\)"):
         spectral_norm(_fn(y), x, m, starts[0], 3)
-
-
-TINY_FOE = {"num_filters": 2, "size": 3, "init_scale": 10.0}
 
 
 def _untied_foe():
@@ -155,29 +154,7 @@ def test_penalised_objective_gradient_matches_finite_differences(kind):
 
 
 def _foe_config(**changes):
-    base = dict(
-        model="deq",
-        arch="foe",
-        arch_options=TINY_FOE,
-        patch_size=16,
-        num_train=4,
-        num_val=2,
-        batch_size=2,
-        steps=4,
-        lr=0.01,
-        lr_final=0.01,
-        schedule="constant",
-        tol=1e-8,
-        adjoint_tol=1e-8,
-        max_iter=200,
-        adjoint_max_iter=200,
-        task_options={"sigma": 0.1},
-        max_image_size=64,
-        eval_every=0,
-        checkpoint_every=0,
-    )
-    base.update(changes)
-    return TrainConfig.of(**base)
+    return patch_config(**{"model": "deq", "batch_size": 2, "steps": 4, **changes})
 
 
 def _foe_setup(config):

@@ -247,8 +247,8 @@ def _dct_like(size):
 
 
 def test_bank_norm_bounds_the_reflect_norm():
-    """bank_norm(..., "reflect") is an upper bound of the true norm (dense matrix and power
-    iteration) for random filters, odd and even, narrower and wider than the image; exact for
+    """bank_norm(..., "reflect") is an upper bound of the true norm (of the dense matrix) for
+    random filters, odd and even, narrower and wider than the image; exact for
     filters of one parity (symmetric filters, the odd-size DCT basis); never above the 2 ‖C‖
     bound of the 2H x 2W symmetric extension; and the circular / zero values stay as before
     (exact / an upper bound)."""
@@ -265,10 +265,9 @@ def test_bank_norm_bounds_the_reflect_norm():
     for shape, f, exact in cases:
         f = jnp.asarray(f)
         dense = np.linalg.norm(_dense_matrix(FilterBank(f, "reflect"), shape), 2)
-        power = operator_norm(FilterBank(f, "reflect"), shape, num_iter=300, dtype=jnp.float64)
         bound = float(bank_norm(f, shape, "reflect"))
         msg = f"{shape} {f.shape}"
-        assert bound >= dense * (1 - 1e-12) and bound >= float(power) * (1 - 1e-12), msg
+        assert bound >= dense * (1 - 1e-12), msg
         assert bound <= 2 * float(bank_norm(f, (2 * shape[0], 2 * shape[1]))) * (1 + 1e-12), msg
         if exact:
             np.testing.assert_allclose(bound, dense, rtol=1e-10, err_msg=msg)

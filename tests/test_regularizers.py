@@ -20,13 +20,10 @@ from jaxinv.regularizers import (
     tv_like_filters,
 )
 
+from helpers import dense_params
+
 SHAPE = (12, 13)
 RNG = np.random.default_rng(1)
-
-
-def _dense_params(d, m, gamma):
-    w = jnp.asarray(RNG.normal(size=(m, d)) / np.sqrt(d))
-    return {"W": w, "b": jnp.zeros(m), "gamma": jnp.asarray(gamma)}
 
 
 POTENTIALS = ["logcosh", "student_t", "huber", "soft_shrink", "quadratic", "relu2"]
@@ -188,7 +185,7 @@ def test_smoothed_tv(boundary):
 @pytest.mark.parametrize("potential", ["logcosh", "soft_shrink", "relu2"])
 def test_dense(potential):
     d = SHAPE[0] * SHAPE[1]
-    params = _dense_params(d, 40, 0.6)
+    params = dense_params(RNG, d, 40, 0.6)
     params["b"] = jnp.asarray(RNG.normal(size=40))
     x = RNG.normal(size=(2,) + SHAPE)
     f = jax.jit(functools.partial(dense, potential=potential))
@@ -253,7 +250,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="missing"):
         smoothed_tv(x, {"weight": 1.0})
     with pytest.raises(ValueError, match="W of shape"):
-        dense(x, _dense_params(10, 10, 1.0))
+        dense(x, dense_params(RNG, 10, 10, 1.0))
     with pytest.raises(ValueError, match="order"):
         tv_like_filters(3)
     with pytest.raises(ValueError, match="size"):

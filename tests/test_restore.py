@@ -21,24 +21,26 @@ from jaxinv.operators import gaussian_kernel, motion_kernel, row_mask
 from jaxinv.tasks import make_task
 from jaxinv.train import TrainConfig, build_instance, load_run, reconstruct, train
 
+from helpers import QUIET
+
 SIGMA = 25 / 255
 SHAPE = (40, 36)  # not the 16x16 training patches: restored at the image's own size
 
 
 def _config(**changes):
-    base = dict(
-        arch="foe",
-        arch_options={"num_filters": 4, "size": 3},
-        patch_size=16,
-        num_train=8,
-        num_val=2,
-        batch_size=2,
-        steps=3,
-        eval_every=0,
-        checkpoint_every=0,
+    return TrainConfig.of(
+        **{
+            "arch": "foe",
+            "arch_options": {"num_filters": 4, "size": 3},
+            "patch_size": 16,
+            "num_train": 8,
+            "num_val": 2,
+            "batch_size": 2,
+            "steps": 3,
+            **QUIET,
+            **changes,
+        }
     )
-    base.update(changes)
-    return TrainConfig.of(**base)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from jaxinv.regularizers import LinearSpline, spline_ridge
 from jaxinv.tasks import make_task
 from jaxinv.train import TrainConfig, load_run, make_loss_fn, train
 
+from helpers import patch_config, solves
+
 SHAPE = (16, 16)
 TINY = {"num_filters": 3, "size": 3, "num_knots": 9}
 TASKS = {
@@ -150,28 +152,17 @@ def test_untied_map_has_a_second_bank_and_equals_the_tied_one_at_initialisation(
 
 
 def _config(**changes):
-    base = dict(
-        arch="spline",
-        arch_options={**TINY, "num_filters": 2},
-        patch_size=16,
-        num_train=2,
-        num_val=2,
-        batch_size=2,
-        steps=2,
-        lr=0.01,
-        lr_final=0.01,
-        schedule="constant",
-        tol=1e-12,
-        max_iter=500,
-        adjoint_tol=1e-12,
-        adjoint_max_iter=500,
-        task_options={"sigma": 0.1},
-        max_image_size=64,
-        eval_every=0,
-        checkpoint_every=0,
+    return patch_config(
+        **{
+            "arch": "spline",
+            "arch_options": {**TINY, "num_filters": 2},
+            "num_train": 2,
+            "batch_size": 2,
+            "steps": 2,
+            **solves(1e-12, 500),
+            **changes,
+        }
     )
-    base.update(changes)
-    return TrainConfig.of(**base)
 
 
 @pytest.mark.parametrize("kind", ["convex", "weakly_convex"])

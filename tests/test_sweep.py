@@ -22,28 +22,19 @@ from jaxinv.train import (
 )
 from jaxinv.train import _sweep as sweep_module
 
+from helpers import DIGITS_DEFAULTS, patch_config
+
 # The paper's dense MNIST model on 8 digits, 3 steps; a fixed step tau (the paper's grid).
-BASE = dict(
-    arch="dense",
-    dataset="mnist",
-    task="denoise",
-    arch_options={"tau": 0.5, "gamma": 0.5},
-    task_options={"sigma": 0.05},
-    num_train=8,
-    num_val=4,
-    batch_size=4,
-    steps=3,
-    lr=2e-3,
-    lr_final=1e-5,
-    schedule="cosine",
-    tol=1e-6,
-    max_iter=100,
-    adjoint_tol=1e-6,
-    adjoint_max_iter=100,
-    eval_every=2,
-    checkpoint_every=0,
-    warm_start=True,
-)
+BASE = {
+    **DIGITS_DEFAULTS,
+    "arch_options": {"tau": 0.5, "gamma": 0.5},
+    "task_options": {"sigma": 0.05},
+    "steps": 3,
+    "lr_final": 1e-5,
+    "schedule": "cosine",
+    "eval_every": 2,
+    "warm_start": True,
+}
 # Per configuration: its noise level, its seed (initial model, training set, noise, order) and
 # its learning rate (a factor on Adam's update).
 GRID = {"sigma": [0.05, 0.2], "seed": [0, 1], "lr": [2e-3, 6e-3]}
@@ -341,26 +332,7 @@ def test_natural_image_sweeps_score_test_crops_at_their_own_size(tmp_path):
     from jaxinv.evaluate import evaluate_run
     from jaxinv.sweep import run_sweep
 
-    base = TrainConfig.of(
-        arch="foe",
-        arch_options={"num_filters": 2, "size": 3, "init_scale": 10.0},
-        patch_size=16,
-        num_train=4,
-        num_val=2,
-        batch_size=4,
-        steps=2,
-        lr=0.01,
-        schedule="constant",
-        lr_final=0.01,
-        tol=1e-8,
-        max_iter=200,
-        adjoint_tol=1e-8,
-        adjoint_max_iter=200,
-        task_options={"sigma": 0.1},
-        max_image_size=64,
-        eval_every=0,
-        checkpoint_every=0,
-    )
+    base = patch_config(steps=2)
     done = run_sweep(base, {"lam": [0.5, 2.0]}, tmp_path / "sweep", progress=False, crop=32)
     rows = done["rows"]
     assert json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"][1]["index"] == 1

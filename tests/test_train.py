@@ -30,8 +30,9 @@ from jaxinv.train import (
 )
 from jaxinv.train._checkpoint import read_header
 
+from helpers import TINY_FOE, patch_config
+
 SHAPE = (16, 16)
-TINY_FOE = {"num_filters": 2, "size": 3, "init_scale": 10.0}  # well conditioned: fast
 
 
 def _images(n, seed=0):
@@ -48,29 +49,7 @@ def _images(n, seed=0):
     return jnp.asarray(np.stack(out))
 
 
-def _config(**changes):
-    base = dict(
-        arch="foe",
-        arch_options=TINY_FOE,
-        patch_size=16,
-        num_train=4,
-        num_val=2,
-        batch_size=4,
-        steps=6,
-        lr=0.01,
-        lr_final=0.01,
-        schedule="constant",
-        tol=1e-8,
-        max_iter=200,
-        adjoint_tol=1e-8,
-        adjoint_max_iter=200,
-        task_options={"sigma": 0.1},
-        max_image_size=64,
-        eval_every=0,
-        checkpoint_every=0,
-    )
-    base.update(changes)
-    return TrainConfig.of(**base)
+_config = patch_config
 
 
 def _batch(task, n=4):
