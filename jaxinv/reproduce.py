@@ -21,18 +21,10 @@ fixed step × γ, :data:`PAPER_GRID`), each model's grid trained in one compiled
 (:func:`jaxinv.train.train_sweep`), and the configurations' test losses drawn as box plots
 (:func:`jaxinv.plots.box_plot`) with the failed ones and those above :data:`DROP_ABOVE` dropped.
 
-Measured durations on the 2-core development machine (Intel Xeon, jax 0.10.2):
-
-* ``jaxinv reproduce`` (full, the settings below before the MNIST learning rate and the
-  per-cell settings ``_CELLS`` were introduced): **3256 s wall (54 min)**, 2879 s of user CPU
-  time, 1.7 GB peak memory, measured while a 25-minute training job and the test suite shared
-  the two cores (load average 3-4), so an idle machine should need about 40 minutes. Per
-  training step: 0.3-2.1 s for the dense MNIST models (batch 100), 0.2-1.6 s for the
-  convolutional ones (batch 8 of 64x64). Results: ``benchmarks/results/reproduce.md``.
-* ``jaxinv reproduce --quick``: 405 s wall, 298 s of CPU time at load 4-6 (18 runs; almost all of
-  it is XLA compilation of the training step and of the solve, about 10-25 s per run).
-* The paper's own budgets (100 epochs on MNIST, i.e. ``--steps 4000`` for the dense runs; 500
-  epochs on faces for the convolutional ones) are 20x the full run and more: not measured.
+The measured durations (full grid and ``quick``, on two CPU cores) are in the README's
+section on ``jaxinv reproduce`` and in ``benchmarks/results/reproduce.md``; the paper's own
+budgets (100 epochs on MNIST, i.e. ``--steps 4000`` for the dense runs; 500 epochs on faces for
+the convolutional ones) are 20x the full run and more.
 """
 
 from __future__ import annotations
@@ -89,19 +81,9 @@ _FULL: dict[str, dict[str, Any]] = {
         num_val=100,
         batch_size=100,
         steps=200,
-        # Adam moves every one of the 784² entries of W by about lr per step, while the initial
-        # entries are 0.5/28 ≈ 0.018: at the paper's 1e-3, ‖W‖ tripled within 30 steps (τ 0.50
-        # -> 0.09), 93% of the ReLUs of the denoiser died (20% -> 1.4% active; dead units get no
-        # gradient), and the DEQ deblurring map was untied by 36% in 10 steps: two eigenvalues
-        # of λAᵀA + γVDW crossed to negative real parts (no step τ can then contract), the
-        # Jacobian's spectral radius went 0.994 -> 1.16 and every solve diverged. At 1e-4:
-        # DEQ deblurring stays stable (radius 0.990 after 120 steps, all solves converged, loss
-        # 1.01 -> 0.107 against 0.151 for the input), inpainting reaches 0.158 instead of 0.249
-        # at step 20, ‖W‖ stays ≈ 1. Denoising is NOT fixed by it: the full 200 steps end at
-        # 26.05 dB on the test digits (26.09 with init_scale 0.1) against 26.02 for the input.
-        # A Jacobian penalty (TrainConfig.jac_penalty) at 1e-3 keeps every DEQ deblurring solve
-        # converging but ends below the input after 200 steps (14.07 dB at best against 14.27;
-        # 15.79 at 1e-4): benchmarks/deq_stability.py. So 1e-4 stays.
+        # lr 1e-4, not the paper's 1e-3: at 1e-3 Adam tripled ‖W‖ within 30 steps, killed
+        # the ReLUs and untied the DEQ deblurring map until every solve diverged
+        # (benchmarks/results/settings.md; the denoising cell overrides it below).
         lr=1e-4,
         lr_final=1e-7,
         tol=1e-3,
@@ -164,34 +146,16 @@ _EVAL = {
 # (bilevel and DEQ keep identical settings) and both modes.
 _INVERSE = dict(tol=1e-4, max_iter=200, adjoint="gmres", adjoint_max_iter=200)
 _CELLS: dict[tuple[str, str], dict[str, Any]] = {
-    # Dense inpainting and deblurring: the tied map's Jacobian has spectral radius 0.994-0.996
-    # (the missing rows and the blur's small singular values are held only by the regulariser).
-    # (1) A forward residual of 1e-3 stops far from the fixed point: at the initial parameters
-    # the 1e-3 iterate of 8 digits has MSE 1.354 (inpainting) / 0.801 (deblurring) where the
-    # fixed point has 1.779 / 0.920, so the implicit gradient was taken off the fixed point;
-    # 1e-4 comes within 3% / 1% for 68 / 49 iterations. (2) The Anderson adjoint needed 107-190
-    # iterations to reach 1e-3 (0% converged within the former 50); GMRES needs 35-68 for the
-    # same gradient (bilevel inpainting: identical losses over 10 steps) and converged in every
-    # step, for the untied map too (DEQ deblurring, 120 steps: loss 1.01 -> 0.107, input 0.151,
-    # radius 0.990, every solve converged), so both models use GMRES.
+    # Dense inpainting and deblurring: a forward residual of 1e-3 stopped far from the fixed
+    # point (the tied map's spectral radius is 0.994-0.996) and the Anderson adjoint did not
+    # converge within its cap; GMRES does, for both models.
     ("inpaint", "dense"): _INVERSE,
     ("deblur", "dense"): _INVERSE,
-    # conv30x3 denoising: γ = 1 makes the 30 random normalised filters over-smooth: at the
-    # initial filters the validation PSNR is 22.86 / 24.04 / 25.81 / 24.01 dB for γ = 1 / 0.5 /
-    # 0.25 / 0.1 (input 20.21), and since the normalisation c/‖K‖ removes the filters' scale and
-    # γ, λ are fixed, training cannot weaken the regulariser: validation fell to 22.64 dB and the
-    # test crops to 19.85 dB, below their input (20.13). With γ = 0.25, learned: 25.97 dB on
-    # validation, 24.97 dB on the test crops after the same 150 steps (24.70 with γ fixed).
-    # Dense MNIST denoising: with ReLU units both models retreated to the identity (26.05 dB on
-    # the test digits against 26.02 for the input). The random W costs 5 dB at the start (val
-    # 21.25 vs 26.08), and the cheapest way to undo it is to switch every unit off (b W-shifted
-    # below zero), after which the dead units get no gradient; bias 0.1 / 1.0, init_scale
-    # 0.05 / 0.2, lr 1e-3, a 30-100x faster bias, soft-shrink and centring at the background all
-    # stayed at 26.04-26.11 after 100 DEQ steps. The linear Wiener filter of the 4000 training
-    # digits reaches 28.89 dB on the test digits, so the quadratic potential (σ = identity)
-    # can gain; with the pre-activation centred on the background (W(u + 1) + b: no coherent
-    # pull from the 80% of pixels at -1) it rose to 26.75 dB in 100 DEQ steps at lr 1e-3
-    # (26.11 uncentred; 26.19 with a 30x faster bias).
+    # Dense MNIST denoising: ReLU units all switched off to undo their random start and got no
+    # gradient again; the identity activation with the pre-activation centred on the background
+    # (W(u + 1) + b) learns. conv30x3 denoising: γ = 1 over-smooths with random normalised
+    # filters, which training cannot undo with γ fixed; γ = 0.25, learned. The measurements:
+    # benchmarks/results/settings.md.
     ("denoise", "dense"): dict(
         arch_options={"activation": "identity", "center": -1.0}, lr=1e-3, lr_final=1e-6
     ),

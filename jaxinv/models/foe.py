@@ -128,14 +128,12 @@ class FoE(Architecture):
     filters beyond ``size² − 1`` are random), ``"random"`` zero-mean Gaussian filters; all have
     unit ℓ2 norm. The potential scale starts at ``init_scale`` and every weight at
     ``init_weight``; both default by potential, from sweeps of the untrained DCT model on the
-    validation images at σ = 25/255:
+    validation images at σ = 25/255 (``benchmarks/results/settings.md``):
 
     * log-cosh: ``s = 300`` (filter responses of natural images are O(0.1), so the log-cosh
       acts like a smoothed absolute value, a TV-like start), ``w = 1.4 max(σ, 0.01) / (F s)``;
     * Student-t: ``s = 40`` (noise responses fall in the quadratic core ``|s z| < 1``, edges in
-      the flat tails), ``w = 2 max(σ, 0.01) / (F s)``: with 48 filters 7×7, 30.9 dB on the
-      validation images against 29.9 for the log-cosh start (``s = 60`` scored 0.3 dB more
-      there but needs twice the iterations);
+      the flat tails), ``w = 2 max(σ, 0.01) / (F s)``;
     * others: ``s = 300``, ``w = 1.4 max(σ, 0.01) / (F s)``.
     """
 

@@ -170,16 +170,10 @@ class Spline(Architecture):
     start as the clipped identity ``ψ_i'(t) = (s ‖K₀‖² / F) clip(t, ±θ)/θ``, ``θ =
     init_threshold``, ``s = init_strength``: the untrained regularizer is ``Σ_i (s σ/F)
     |k_i * x|`` (up to a constant) on responses beyond ``θσ``, quadratic below, a TV-like start
-    (fields of experts' log-cosh start has ``s = 1.4``). The defaults come from a sweep of the
-    untrained model on 16 held-out BSD400 patches 48×48 at σ = 25/255 (noisy: 20.2 dB): the
-    complete 7×7 DCT basis (48 filters) with ``θ = 0.25`` (one knot spacing), ``s = 1.4`` gives
-    25.4 dB (``s = 2.5``: 23.6; ``θ = 0.5``: 25.0; the untrained log-cosh fields of experts
-    26.1); with 32 of the 48 filters the highest frequencies go unpenalised and the best start
-    was 23.8 dB, hence ``num_filters = size² − 1`` by default. Trained (bilevel, 400 steps of 8
-    BSD400 patches 48×48, ``lr = 0.002``, ``lr_scale = {"coeffs": 30, "log_scale": 30}``) the
-    convex kind reached 26.2 dB on those patches (28.2 dB on Set12), the weakly convex kind with
-    ``mu = 0.5`` 26.9 dB (28.9 dB on Set12); the trained convex potentials put nearly all their
-    curvature in the central knot segment, so a finer ``spacing`` may suit them better.
+    (fields of experts' log-cosh start has ``s = 1.4``). The defaults (the complete DCT basis,
+    ``num_filters = size² − 1``; ``θ`` one knot spacing; ``s = 1.4``) come from a sweep of the
+    untrained model on held-out BSD400 patches at σ = 25/255, recorded with what the trained
+    kinds reach in ``benchmarks/results/settings.md``.
 
     Options: ``num_filters``, ``size``, ``num_knots`` (``≥ 3``), ``spacing`` (``Δ``, in units of
     σ at initialisation), ``kind``, ``mu`` (``> 0`` for ``"weakly_convex"``, 0 otherwise),
