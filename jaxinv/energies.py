@@ -105,13 +105,10 @@ def tied_foe_map(
     pot = get_potential(potential)
     _check_boundary(boundary)
 
-    def T(x: Array, params: PyTree, y: Array) -> Array:
-        require_keys(params, ("lam", "tau", "reg"), "tied_foe_map")
-        g = _residual_grad(op, x, y, params["lam"])
-        g = g + fields_of_experts_grad(x, params["reg"], potential=pot, boundary=boundary)
-        return x - params["tau"] * g
+    def reg_grad(x: Array, reg: PyTree) -> Array:
+        return fields_of_experts_grad(x, reg, potential=pot, boundary=boundary)
 
-    return T
+    return _gradient_step(op, reg_grad, "tied_foe_map")
 
 
 def tied_spline_map(
@@ -134,10 +131,20 @@ def tied_spline_map(
         raise ValueError(f"spline must be a LinearSpline, got {type(spline).__name__}")
     _check_boundary(boundary)
 
+    def reg_grad(x: Array, reg: PyTree) -> Array:
+        return spline_ridge_grad(x, reg, spline=spline, boundary=boundary)
+
+    return _gradient_step(op, reg_grad, "tied_spline_map")
+
+
+def _gradient_step(
+    op: AbstractOperator, reg_grad: Callable[[Array, PyTree], Array], name: str
+) -> Map:
+    """``T(x, params, y) = x − τ (λ Aᵀ(A x − y) + reg_grad(x, params["reg"]))``."""
+
     def T(x: Array, params: PyTree, y: Array) -> Array:
-        require_keys(params, ("lam", "tau", "reg"), "tied_spline_map")
-        g = _residual_grad(op, x, y, params["lam"])
-        g = g + spline_ridge_grad(x, params["reg"], spline=spline, boundary=boundary)
+        require_keys(params, ("lam", "tau", "reg"), name)
+        g = _residual_grad(op, x, y, params["lam"]) + reg_grad(x, params["reg"])
         return x - params["tau"] * g
 
     return T

@@ -182,6 +182,17 @@ class Architecture:
         refreshed)."""
         raise NotImplementedError
 
+    def common_fields(self, task: Task, shape: tuple[int, int], tied: bool) -> dict[str, Any]:
+        """The fields every model is built with: ``task``'s operator on ``shape`` images and its
+        norm bound, the image shape, whether the map is tied, and the architecture's name."""
+        return {
+            "operator": task.operator(shape),
+            "image_shape": shape,
+            "tied": tied,
+            "arch": self.name,
+            "op_norm": task.operator_norm_bound(),
+        }
+
     def options(self) -> dict[str, Any]:
         """The hyperparameters as a JSON-serialisable dict (``get_model(name, **options)``)."""
         out = dataclasses.asdict(self)

@@ -176,11 +176,7 @@ class NormalisedConv(Architecture):
         k = self.init_filters(key).astype(_float(0).dtype)
         nf = k.shape[0]
         model = ConvModel(
-            operator=task.operator(shape),
-            image_shape=shape,
-            tied=tied,
-            arch=self.name,
-            op_norm=task.operator_norm_bound(),
+            **self.common_fields(task, shape, tied),
             lam=_float(self.data_weight(task)),
             tau=_float(1.0),
             gamma=_float(self.gamma),

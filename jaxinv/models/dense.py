@@ -106,11 +106,7 @@ class Dense(Architecture):
             key, d, scale=self.init_scale, gamma=self.gamma, bias=self.bias, dtype=_float(0).dtype
         )
         model = DenseModel(
-            operator=task.operator(shape),
-            image_shape=shape,
-            tied=tied,
-            arch=self.name,
-            op_norm=task.operator_norm_bound(),
+            **self.common_fields(task, shape, tied),
             lam=_float(self.lam),
             tau=_float(1.0 if isinstance(self.tau, str) else self.tau),  # str: "safe"
             gamma=init["gamma"],

@@ -172,11 +172,7 @@ class FoE(Architecture):
             dct = dct_filters(self.size, min(nf, self.size**2 - 1))
             filters = filters.at[: len(dct)].set(dct.astype(filters.dtype))
         model = FoEModel(
-            operator=task.operator(shape),
-            image_shape=shape,
-            tied=tied,
-            arch=self.name,
-            op_norm=task.operator_norm_bound(),
+            **self.common_fields(task, shape, tied),
             lam=_float(self.lam),
             tau=_float(1.0),
             K=filters,

@@ -253,11 +253,7 @@ class Spline(Architecture):
             * jnp.clip(spline.knots(self.num_knots, dtype) / self.init_threshold, -1.0, 1.0)
         )
         model = SplineModel(
-            operator=task.operator(shape),
-            image_shape=shape,
-            tied=tied,
-            arch=self.name,
-            op_norm=task.operator_norm_bound(),
+            **self.common_fields(task, shape, tied),
             lam=_float(self.lam),
             tau=_float(1.0),
             K=filters,

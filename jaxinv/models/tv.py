@@ -86,11 +86,7 @@ class TV(Architecture):
                 "tv: smoothed TV is a variational baseline; it has no untied (DEQ) map"
             )
         model = TVModel(
-            operator=task.operator(shape),
-            image_shape=shape,
-            tied=True,
-            arch=self.name,
-            op_norm=task.operator_norm_bound(),
+            **self.common_fields(task, shape, True),
             lam=_float(1.0),
             tau=_float(1.0),
             weight=_float(self.weight),
