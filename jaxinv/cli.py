@@ -39,6 +39,7 @@ from .tasks import DATASETS, TASKS
 from .train import (
     MODELS,
     SECTIONS,
+    AdjointFailureError,
     CheckpointError,
     DataConfig,
     GridError,
@@ -755,7 +756,7 @@ def _known_error(err: Exception, command: str | None) -> tuple[int, str] | None:
         text = text.replace("pass overwrite=True", "retrain with 'jaxinv train --overwrite'")
     if isinstance(err, (CheckpointError, RunExistsError)):
         return EXIT_USAGE, text
-    if isinstance(err, FloatingPointError):
+    if isinstance(err, (FloatingPointError, AdjointFailureError)):
         return 1, text
     return None
 

@@ -1,5 +1,6 @@
 """Training says so when its adjoint solves keep failing (their gradients are then not implicit
-gradients), and GMRES's restart length is a training setting."""
+gradients): it stops with advice, or warns and trains on when told to; GMRES's restart length
+is a training setting."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import warnings
 
 import pytest
 
-from jaxinv.train import TrainConfig, train
+from jaxinv.train import AdjointFailureError, TrainConfig, read_metrics, train
 
 from helpers import patch_config
 
@@ -24,14 +25,32 @@ def _config(**changes):
     )
 
 
-def test_a_run_whose_adjoints_keep_failing_warns_with_advice(tmp_path):
+def test_a_run_whose_adjoints_keep_failing_stops_with_advice_and_resumes_to_train_on(tmp_path):
+    out = tmp_path / "failing"
+    config = _config(steps=20, checkpoint_every=5)
+    with pytest.raises(AdjointFailureError, match="fewer than half of the adjoint solves") as err:
+        train(config, out, progress=False)
+    assert "adjoint='gmres'" in str(err.value) and "on_adjoint_failure='warn'" in str(err.value)
+    logged = [r for r in read_metrics(out) if r["kind"] == "train"]
+    assert [r["step"] for r in logged] == list(range(1, 11))  # stopped after the tenth step
+    assert all(r["bwd_converged"] == 0.0 for r in logged)
+    # the checkpoint of step 5 is intact: resuming with "warn" trains on to the end, warned
     with pytest.warns(RuntimeWarning, match="fewer than half of the adjoint solves converged"):
-        result = train(_config(), tmp_path / "failing", progress=False)
+        result = train(config.replace(on_adjoint_failure="warn"), out, progress=False)
+    steps = [r["step"] for r in result.history if r["kind"] == "train"]
+    assert steps == list(range(1, 21))
+
+
+def test_a_run_whose_adjoints_keep_failing_warns_when_told_to(tmp_path):
+    with pytest.warns(RuntimeWarning, match="fewer than half of the adjoint solves converged"):
+        result = train(_config(on_adjoint_failure="warn"), tmp_path / "failing", progress=False)
     assert all(r["bwd_converged"] == 0.0 for r in result.history if r["kind"] == "train")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # nine failing steps are not yet a pattern
         train(_config(steps=9), tmp_path / "short", progress=False)
         train(_config(adjoint_max_iter=300, adjoint_tol=1e-6), tmp_path / "fine", progress=False)
+    with pytest.raises(ValueError, match="on_adjoint_failure"):
+        TrainConfig.of(on_adjoint_failure="ignore")
 
 
 def test_gmres_restart_is_a_training_setting():

@@ -45,6 +45,7 @@ from ._data import NoisyParts as NoisyParts
 from ._data import batch_indices as batch_indices
 from ._data import make_dataset_parts as make_dataset_parts
 from ._data import make_datasets as make_datasets
+from ._loop import AdjointFailureError as AdjointFailureError
 from ._loop import TrainResult as TrainResult
 from ._loop import build_instance as build_instance
 from ._loop import load_run as load_run
@@ -75,6 +76,7 @@ from ._sweep import train_sweep as train_sweep
 from ._sweep import unstack as unstack
 
 __all__ = [
+    "AdjointFailureError",
     "ADJOINTS",
     "CHECKPOINT",
     "CONFIG",

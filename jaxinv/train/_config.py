@@ -32,10 +32,11 @@ SCHEDULES = ("cosine", "linear", "constant")
 SOLVERS = ("anderson", "picard")
 ADJOINTS = ("cg", "gmres", "fixed_point", "anderson", "jfb")
 JAC_KINDS = ("frobenius", "spectral")
+ON_ADJOINT_FAILURE = ("stop", "warn")
 #: With ``skip_unconverged``, training stops after this many skipped steps in a row.
 MAX_SKIPS_IN_A_ROW = 10
 #: Fields that do not change the trained parameters (ignored when matching a checkpoint).
-NON_SEMANTIC = ("checkpoint_every", "eval_every", "devices")
+NON_SEMANTIC = ("checkpoint_every", "eval_every", "devices", "on_adjoint_failure")
 
 # The adjoint each configuration uses unless ``adjoint.method`` is set.
 DEFAULT_ADJOINT = {"bilevel": "cg", "deq": "gmres"}
@@ -442,6 +443,11 @@ class TrainConfig:
             advance the optimiser's own schedule count (the logged ``lr`` follows the step).
             Training stops with an error after :data:`MAX_SKIPS_IN_A_ROW` skipped steps in a
             row.
+        on_adjoint_failure: what training does when in :data:`MAX_SKIPS_IN_A_ROW` steps in a
+            row fewer than half of the batch's adjoint solves converged (their gradients are
+            then not implicit gradients): ``"stop"`` (default) raises
+            :class:`AdjointFailureError` with advice, the last checkpoint intact; ``"warn"``
+            warns once and trains on.
         seed: model initialisation, training set and noise, data order (a pure function of
             ``(seed, step)``).
         checkpoint_every: checkpoint every so many steps (and always at the end); 0: only at the
@@ -468,6 +474,7 @@ class TrainConfig:
     penalty: PenaltyConfig = dataclasses.field(default_factory=PenaltyConfig)
     throw: bool = False
     skip_unconverged: bool = False
+    on_adjoint_failure: str = "stop"
     seed: int = 0
     checkpoint_every: int = 50
     eval_every: int = 50
@@ -485,6 +492,7 @@ class TrainConfig:
         _choose("task", self.task, TASKS)
         _choose("model", self.model, MODELS)
         _choose("arch", self.arch, tuple(ARCHITECTURES))
+        _choose("on_adjoint_failure", self.on_adjoint_failure, ON_ADJOINT_FAILURE)
         for name in ("batch_size", "steps", "devices"):
             _positive_int(name, getattr(self, name))
         for name in ("checkpoint_every", "eval_every", "seed"):

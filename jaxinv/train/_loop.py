@@ -45,6 +45,11 @@ from ._step import (
 )
 
 
+class AdjointFailureError(RuntimeError):
+    """Training stopped because its adjoint solves kept failing (``on_adjoint_failure="stop"``):
+    the gradients were no longer implicit gradients. The run's last checkpoint is intact."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainResult:
     """What :func:`train` returns.
@@ -254,19 +259,6 @@ class _Loop:
                 f"{m['bwd_converged']:.0%}). Raise max_iter / adjoint_max_iter, loosen tol, or "
                 "train again with a lower lr."
             )
-        self.failing_in_a_row = self.failing_in_a_row + 1 if m["bwd_converged"] < 0.5 else 0
-        if self.failing_in_a_row >= MAX_SKIPS_IN_A_ROW and not self.warned:
-            self.warned = True
-            warnings.warn(
-                f"in {self.failing_in_a_row} steps in a row up to step {done} fewer than half of "
-                f"the adjoint solves converged (backward residual {m['bwd_residual']:.3g} after "
-                f"{m['bwd_iters_max']:.0f} iterations), so these gradients are not implicit "
-                "gradients. Raise adjoint_max_iter, use adjoint='gmres' (any map) or 'cg' (tied "
-                "maps), loosen adjoint_tol, or set skip_unconverged=True to keep only converged "
-                "steps (training then stops when they keep failing).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
         if not m["skipped"] and not math.isfinite(m["loss"]):
             raise FloatingPointError(
                 f"the training loss became {m['loss']} at step {done} (forward residual "
@@ -274,7 +266,31 @@ class _Loop:
                 "set clip_norm, tighten tol or raise max_iter; the last checkpoint is intact."
             )
         self.log({"kind": "train", "step": done, "time": self.elapsed, **m})
+        self.failing_in_a_row = self.failing_in_a_row + 1 if m["bwd_converged"] < 0.5 else 0
+        if self.failing_in_a_row >= MAX_SKIPS_IN_A_ROW and not self.warned:
+            self._adjoints_keep_failing(done, m)
         return new, m
+
+    def _adjoints_keep_failing(self, done: int, m: dict[str, float]) -> None:
+        what = (
+            f"in {self.failing_in_a_row} steps in a row up to step {done} fewer than half of the "
+            f"adjoint solves converged (backward residual {m['bwd_residual']:.3g} after "
+            f"{m['bwd_iters_max']:.0f} iterations), so these gradients are not implicit "
+            "gradients. Raise adjoint_max_iter, use adjoint='gmres' (any map; a larger "
+            "adjoint_restart for ill-conditioned ones) or 'cg' (tied maps), loosen adjoint_tol, "
+            "or set skip_unconverged=True to keep only converged steps"
+        )
+        if self.config.on_adjoint_failure == "stop":
+            self.file.flush()
+            raise AdjointFailureError(
+                f"training stopped: {what}. The last checkpoint is intact; train again with "
+                "those settings, or resume with on_adjoint_failure='warn' to train on with "
+                "these gradients."
+            )
+        self.warned = True
+        warnings.warn(
+            f"{what} (training then stops when they keep failing).", RuntimeWarning, stacklevel=4
+        )
 
     def save(self, state: TrainState) -> None:
         self.file.flush()

@@ -188,7 +188,13 @@ _TRACES: collections.Counter[str] = collections.Counter()
 
 #: Fields the step never reads (they choose the data, the model's initial values and the
 #: bookkeeping), reset in its compilation key so that they do not cause a recompile.
-_NOT_IN_STEP = {"checkpoint_every": 0, "eval_every": 0, "seed": 0, "data.num_val": 1}
+_NOT_IN_STEP = {
+    "checkpoint_every": 0,
+    "eval_every": 0,
+    "seed": 0,
+    "data.num_val": 1,
+    "on_adjoint_failure": "stop",
+}
 
 
 def _step_key(config: TrainConfig) -> str:
