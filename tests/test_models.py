@@ -211,6 +211,36 @@ def test_dense_center_and_bias_reparametrise_the_pre_activation():
         np.testing.assert_allclose(np.asarray(m(u, y)).ravel(), expected, rtol=1e-6, atol=1e-6)
 
 
+def test_tied_dense_solve_form_is_the_same_map_with_the_same_batch_gradient():
+    """The tied dense model solves with ``V = Wᵀ`` as its own leaf (so that a batch's two
+    cotangents of ``W`` are each summed over the batch before they are added); its map, its
+    fixed points and the gradient of a batch loss w.r.t. the model equal the plain model's."""
+    task = make_task("denoise", dataset="mnist")
+    m = models.build_model("dense", 0, task, (8, 8), activation="identity", center=-1.0)
+    s = m.solve_form()
+    assert m.V is None and s.V is not None and s.solve_form() is s
+    np.testing.assert_array_equal(np.asarray(s.V), np.asarray(m.W).T)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.uniform(-1, 1, (3, 8, 8)))
+    y = x + 0.1 * jnp.asarray(rng.normal(size=x.shape))
+    np.testing.assert_allclose(jax.vmap(s)(y, y), jax.vmap(m)(y, y), rtol=1e-12, atol=1e-12)
+    solver, adjoint = ji.Anderson(tol=1e-12, max_iter=500), ji.Implicit("cg", tol=1e-12)
+
+    def loss(model, solve_form):  # what solve_batch does, with or without the solve form
+        mm = model.solve_form() if solve_form else model
+
+        def one(y_):
+            return ji.fixed_point(models.apply_model, y_, mm, y_, solver=solver, adjoint=adjoint)
+
+        return jnp.mean((jax.vmap(one)(y).value - x) ** 2)
+
+    params, rest = models.partition(m)
+    grads = [jax.grad(lambda p, f=f: loss(eqx.combine(p, rest), f))(params) for f in (True, False)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+    assert float(jnp.max(jnp.abs(grads[0].W))) > 0
+
+
 def test_paper_conv_counts_and_initialisation():
     conv = _build("conv2x11", True)
     p = models.as_dict(conv)

@@ -62,6 +62,12 @@ class AbstractModel(eqx.Module):
         """What is learned, in words."""
         return ", ".join(n for n in parameter_names(self) if n not in self.frozen())
 
+    def solve_form(self) -> AbstractModel:
+        """The model as a batched solve takes it: the same map, with any parameter that the map
+        uses twice given as two leaves, so that a batch's gradient sums each use over the batch
+        before adding them. The default is the model itself."""
+        return self
+
     def init_x(self, y: Float[Array, "H W"]) -> Float[Array, "H W"]:
         """The initial guess ``Aᵀy``."""
         return self.operator.adjoint(y)

@@ -69,7 +69,7 @@ def make_jacobian_penalty(config: TrainConfig) -> Penalty | None:
         return jnp.square(jax.nn.relu(est - target)), est
 
     def penalty(model, x_star, y, probes):
-        per, est = jax.vmap(one, in_axes=(None, 0, 0, 0))(model, x_star, y, probes)
+        per, est = jax.vmap(one, in_axes=(None, 0, 0, 0))(model.solve_form(), x_star, y, probes)
         return weight * jnp.mean(per), est
 
     return penalty

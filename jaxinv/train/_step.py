@@ -124,6 +124,7 @@ def solve_batch(
     convergence), differentiable w.r.t. the model's arrays; ``probes``
     (``BackwardProbe.zeros(B)``) collects per-sample adjoint statistics in its gradient."""
     probes = BackwardProbe.zeros(y.shape[0]) if probes is None else probes
+    model = model.solve_form()
 
     def one(x0_, y_, probe):
         return fixed_point(
