@@ -31,12 +31,13 @@ import numpy as np
 from . import pretrained
 from .data import SPLITS, center_crops, load_image_file, load_images, load_mnist, sample_patches
 from .metrics import psnr, ssim
-from .models import TV
+from .models import TV, AbstractModel
 from .plots import reconstruction_grid
 from .runs import check_run_dir as check_run_dir
 from .runs import is_run_dir as is_run_dir
 from .solvers import reconstruction_solver
-from .train import atomic_write_text, load_run, reconstruct
+from .tasks import Task
+from .train import TrainConfig, atomic_write_text, load_run, reconstruct
 from .tuning import tune_tv, with_weight
 
 #: Name of the TV-baseline cache inside a run directory.
@@ -65,7 +66,7 @@ class EvaluationError(ValueError):
 
 
 def held_out_images(
-    config: Any, *, crop: int = DEFAULT_CROP, max_images: int | None = None
+    config: TrainConfig, *, crop: int = DEFAULT_CROP, max_images: int | None = None
 ) -> tuple[list[str], list[np.ndarray]]:
     """Names and clean images of the test split of ``config.data.dataset``.
 
@@ -87,7 +88,7 @@ def held_out_images(
 
 
 def read_user_images(
-    paths: Sequence[str | os.PathLike[str]], config: Any
+    paths: Sequence[str | os.PathLike[str]], config: TrainConfig
 ) -> tuple[list[str], list[np.ndarray]]:
     """Read image files as clean ground truths for ``config``'s model.
 
@@ -122,7 +123,7 @@ def read_user_images(
     return names, images
 
 
-def degrade_images(task: Any, images: Sequence[np.ndarray], seed: int) -> list[jax.Array]:
+def degrade_images(task: Task, images: Sequence[np.ndarray], seed: int) -> list[jax.Array]:
     """Measurements of each image, with noise key ``fold_in(PRNGKey(seed), i)`` for image ``i``
     (so an image's noise does not depend on which other images are evaluated with it). Images
     of one shape are degraded in one vectorised call."""
@@ -146,7 +147,7 @@ def degrade_images(task: Any, images: Sequence[np.ndarray], seed: int) -> list[j
 # ----------------------------------------------------------------------------------------------
 
 
-def validation_images(config: Any, *, crop: int = DEFAULT_CROP) -> np.ndarray:
+def validation_images(config: TrainConfig, *, crop: int = DEFAULT_CROP) -> np.ndarray:
     """Clean images the TV weight is tuned on: the validation split of ``config.data.dataset``.
 
     Natural images: :data:`TV_TUNE_COUNT` seeded patches of side ``min(crop, smallest side)``
@@ -163,7 +164,7 @@ def validation_images(config: Any, *, crop: int = DEFAULT_CROP) -> np.ndarray:
 
 def tune_tv_for_run(
     run_dir: str | os.PathLike[str],
-    config: Any | None = None,
+    config: TrainConfig | None = None,
     *,
     crop: int = DEFAULT_CROP,
     refresh: bool = False,
@@ -219,7 +220,7 @@ def tune_tv_for_run(
     return result
 
 
-def tv_reconstruct(task: Any, y: jax.Array, weight: float, eps: float = TV_EPS) -> jax.Array:
+def tv_reconstruct(task: Task, y: jax.Array, weight: float, eps: float = TV_EPS) -> jax.Array:
     """Smoothed-TV reconstructions of a batch ``y`` ``(n, H, W)`` with the given weight."""
 
     model = TV(eps=eps).build(jax.random.PRNGKey(0), task, tuple(y.shape[-2:]))
@@ -237,12 +238,14 @@ def _scores(x: jax.Array, ref: jax.Array, data_range: float) -> tuple[np.ndarray
     return np.asarray(psnr(x, ref, data_range)), np.asarray(ssim(x, ref, data_range))
 
 
-def _load(run: Path, shape: tuple[int, int] | None):
+def _load(run: Path, shape: tuple[int, int] | None) -> tuple[TrainConfig, AbstractModel]:
 
     return load_run(run, image_shape=shape)
 
 
-def _load_other(other: str | os.PathLike[str], shape: tuple[int, int] | None):
+def _load_other(
+    other: str | os.PathLike[str], shape: tuple[int, int] | None
+) -> tuple[TrainConfig, AbstractModel]:
     """A compared model: a run directory, else a pretrained name."""
     if is_run_dir(other):
         return _load(Path(other), shape)
@@ -255,7 +258,7 @@ def _load_other(other: str | os.PathLike[str], shape: tuple[int, int] | None):
     return pretrained.load(str(other), image_shape=shape)
 
 
-def _check_comparable(label: str, other: Any, config: Any) -> None:
+def _check_comparable(label: str, other: TrainConfig, config: TrainConfig) -> None:
     """A compared model must solve the run's problem: same task, noise level and data range."""
     mine, theirs = config.make_task(), other.make_task()
     if (other.task, other.data_range) != (config.task, config.data_range) or not math.isclose(
