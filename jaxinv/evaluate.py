@@ -238,17 +238,12 @@ def _scores(x: jax.Array, ref: jax.Array, data_range: float) -> tuple[np.ndarray
     return np.asarray(psnr(x, ref, data_range)), np.asarray(ssim(x, ref, data_range))
 
 
-def _load(run: Path, shape: tuple[int, int] | None) -> tuple[TrainConfig, AbstractModel]:
-
-    return load_run(run, image_shape=shape)
-
-
 def _load_other(
     other: str | os.PathLike[str], shape: tuple[int, int] | None
 ) -> tuple[TrainConfig, AbstractModel]:
     """A compared model: a run directory, else a pretrained name."""
     if is_run_dir(other):
-        return _load(Path(other), shape)
+        return load_run(Path(other), image_shape=shape)
     if not pretrained.is_name(str(other)):
         listing = ", ".join(pretrained.names()) or "none are installed"
         raise EvaluationError(
@@ -313,7 +308,7 @@ def evaluate_run(
     """
 
     run = check_run_dir(run_dir)
-    config, model = _load(run, None)
+    config, model = load_run(run)
     task = config.make_task()
     if images is None:
         names, clean = held_out_images(config, crop=crop, max_images=max_images)
@@ -334,7 +329,7 @@ def evaluate_run(
     methods = (*METHODS, *others)
     arrays: dict[str, list[np.ndarray | None]] = {m: [None] * len(clean) for m in methods}
     for shape, idx in groups.items():
-        _, shaped = _load(run, None if shape == model.image_shape else shape)
+        _, shaped = load_run(run, image_shape=None if shape == model.image_shape else shape)
         x = jnp.asarray(np.stack([clean[i] for i in idx]), dtype)
         y = jnp.stack([ys[i] for i in idx]).astype(dtype)
         sol = reconstruct(shaped, task, y, solver=config.forward_solver())

@@ -209,8 +209,7 @@ def experiment_config(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {list(TASKS)}")
     dataset = DATASET[arch]
-    kw = dict((_QUICK if quick else _FULL)[dataset])
-    kw.update(cell_settings(task, arch))
+    kw = dataset_settings(dataset, quick=quick, task=task, arch=arch)
     if steps is not None:
         kw["steps"] = int(steps)
     return TrainConfig.of(task=task, model=model, arch=arch, dataset=dataset, **kw)

@@ -41,32 +41,6 @@ NON_SEMANTIC = ("checkpoint_every", "eval_every", "devices", "on_adjoint_failure
 # The adjoint each configuration uses unless ``adjoint.method`` is set.
 DEFAULT_ADJOINT = {"bilevel": "cg", "deq": "gmres"}
 
-#: The flat name of every sub-configuration field: ``{flat name: (section, field)}``. The
-#: forward solve keeps the plain names (``tol``), the adjoint's are prefixed (``adjoint_tol``).
-FLAT_NAMES: dict[str, tuple[str, str]] = {
-    **{
-        name: ("data", name)
-        for name in (
-            "dataset",
-            "train_images",
-            "val_images",
-            "augment",
-            "patch_size",
-            "num_train",
-            "num_val",
-            "max_image_size",
-        )
-    },
-    **{name: ("optim", name) for name in ("lr", "lr_final", "schedule", "lr_scale", "clip_norm")},
-    "solver": ("forward", "name"),
-    **{name: ("forward", name) for name in ("tol", "max_iter", "memory", "restart", "relaxation")},
-    "adjoint": ("adjoint", "method"),
-    **{f"adjoint_{name}": ("adjoint", name) for name in ("tol", "max_iter", "restart", "memory")},
-    "jac_penalty": ("penalty", "weight"),
-    **{f"jac_{name}": ("penalty", name) for name in ("kind", "probes", "iters", "target")},
-}
-_FLAT_OF = {dotted: flat for flat, dotted in FLAT_NAMES.items()}
-
 
 def flat_name(name: str) -> str:
     """The flat name of a dotted sub-configuration field (``"optim.lr"`` -> ``"lr"``,
@@ -389,6 +363,23 @@ SECTIONS: dict[str, type] = {
 }
 # The field names of each sub-configuration, in order.
 _FIELDS = {s: tuple(f.name for f in dataclasses.fields(kind)) for s, kind in SECTIONS.items()}
+# How a section's fields are named flat (the single flat dataclass this replaced): a prefix, and
+# the fields named otherwise.
+_FLAT_RULES: dict[str, tuple[str, dict[str, str]]] = {
+    "data": ("", {}),
+    "optim": ("", {}),
+    "forward": ("", {"name": "solver"}),
+    "adjoint": ("adjoint_", {"method": "adjoint"}),
+    "penalty": ("jac_", {"weight": "jac_penalty"}),
+}
+#: The flat name of every sub-configuration field: ``{flat name: (section, field)}``. The
+#: forward solve keeps the plain names (``tol``), the adjoint's are prefixed (``adjoint_tol``).
+FLAT_NAMES: dict[str, tuple[str, str]] = {
+    renamed.get(field, prefix + field): (section, field)
+    for section, (prefix, renamed) in _FLAT_RULES.items()
+    for field in _FIELDS[section]
+}
+_FLAT_OF = {dotted: flat for flat, dotted in FLAT_NAMES.items()}
 
 
 # ---- the configuration -----------------------------------------------------------------------

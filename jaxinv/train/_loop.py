@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._results import RESULTS
 from ..metrics import psnr, ssim
 from ..models import AbstractModel, TVModel, as_dict, from_dict, partition, refreshed
 from ..tasks import Task
@@ -166,8 +165,7 @@ def _val_record(
         "ssim": float(jnp.mean(ssim(sol.value, x, config.data_range))),
         "mse": mse,
         "fwd_iters": float(np.mean(np.asarray(sol.stats.iterations))),
-        # on the host: Stats.converged would compile a comparison for these concrete codes
-        "fwd_converged": float(np.mean(np.asarray(sol.stats.result) == RESULTS.successful)),
+        "fwd_converged": float(np.mean(np.asarray(sol.stats.converged))),
     }
 
 
