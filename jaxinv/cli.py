@@ -231,6 +231,10 @@ def build_train_config(args: argparse.Namespace, defaults: dict[str, Any] | None
     kw.update(_devices_option(args.devices, fields))
     for item in args.set or ():
         _apply_setting(kw, item, fields)
+    if kw.get("optimizer") == "lbfgs" and not any(
+        item.startswith("lr_scale") for item in args.set or ()
+    ):  # the recipe's Adam step multipliers mean nothing to a line search
+        kw.pop("lr_scale", None)
     try:
         config = TrainConfig.of(**kw)
         for folder in (config.data.train_images, config.data.val_images):
@@ -503,16 +507,40 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             raise CLIError(
                 f"--archs: unknown architecture {a!r}; choose from {list(reproduce.ARCHS)}"
             )
+    own = args.images is not None or args.test_images is not None
     if args.grid is not None:
+        if own:
+            raise CLIError(
+                "--grid sweeps the paper's dense MNIST grid, which takes no image folder; drop "
+                "--images/--test-images, or run the convolutional cells without --grid"
+            )
         return _reproduce_grid(args, out)
+    archs = tuple(args.archs) if args.archs else reproduce.ARCHS
+    if own:  # the folder serves the convolutional cells (the paper's CelebA experiment)
+        natural = tuple(a for a in reproduce.ARCHS if reproduce.DATASET[a] == "natural")
+        if not args.archs:
+            archs = natural
+        elif set(archs) - set(natural):
+            raise CLIError(
+                f"--images/--test-images serve the convolutional cells {list(natural)}; the "
+                "dense model is the paper's 28x28 MNIST one, so drop 'dense' from --archs"
+            )
+        for flag, folder in (("--images", args.images), ("--test-images", args.test_images)):
+            if folder is not None:
+                try:
+                    list_image_files(folder)
+                except (ValueError, FileNotFoundError) as err:
+                    raise CLIError(f"{flag}: {err}") from None
     summary = reproduce.run_reproduction(
         out,
         quick=args.quick,
         steps=args.steps,
         tasks=tuple(args.tasks) if args.tasks else TASKS,
-        archs=tuple(args.archs) if args.archs else reproduce.ARCHS,
+        archs=archs,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        images=args.images,
+        test_images=args.test_images,
     )
     print(summary["markdown"])
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'figures'}/")
@@ -712,6 +740,17 @@ def make_parser() -> argparse.ArgumentParser:
         "sigma x tau x gamma, 75 configurations) for bilevel and for DEQ, each in one "
         "compiled program, and draw their test losses as box plots (failed ones and those "
         "above 0.5 dropped); KEY=V1,V2 replaces an axis of the grid",
+    )
+    r.add_argument(
+        "--images",
+        metavar="DIR",
+        help="train the convolutional cells on patches of this folder's images (e.g. CelebA "
+        "faces, as in the paper; every 10th image validates) instead of the bundled photographs",
+    )
+    r.add_argument(
+        "--test-images",
+        metavar="DIR",
+        help="test the convolutional cells on this folder's images at full size",
     )
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.set_defaults(func=cmd_reproduce)

@@ -44,6 +44,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from .data import list_image_files
 from .evaluate import evaluate_run
 from .plots import box_plot, comparison_bars
 from .runs import FIGURES, run_figures
@@ -198,11 +199,19 @@ def cell_settings(task: str, arch: str) -> dict[str, Any]:
 
 
 def experiment_config(
-    task: str, arch: str, model: str, *, quick: bool = False, steps: int | None = None
+    task: str,
+    arch: str,
+    model: str,
+    *,
+    quick: bool = False,
+    steps: int | None = None,
+    images: str | os.PathLike[str] | None = None,
 ):
     """The :class:`jaxinv.train.TrainConfig` of one cell of the comparison: its dataset's
     settings, then the cell's own (:func:`cell_settings`); ``steps`` overrides the number of
-    training steps."""
+    training steps; ``images`` (a folder) replaces the bundled photographs of the convolutional
+    cells by the user's own (e.g. CelebA faces, as in the paper): their patches train, every
+    10th image validates."""
 
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {list(ARCHS)}")
@@ -212,6 +221,14 @@ def experiment_config(
     kw = dataset_settings(dataset, quick=quick, task=task, arch=arch)
     if steps is not None:
         kw["steps"] = int(steps)
+    if images is not None:
+        if dataset != "natural":
+            raise ValueError(
+                f"the {arch!r} cells train on {dataset} (the paper's dense model is fixed to "
+                "28x28 digits); an image folder serves the convolutional cells "
+                f"{[a for a in ARCHS if DATASET[a] == 'natural']}"
+            )
+        kw["train_images"] = str(images)
     return TrainConfig.of(task=task, model=model, arch=arch, dataset=dataset, **kw)
 
 
@@ -385,6 +402,20 @@ def format_markdown(rows: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
             for ds, cfg in settings["train_settings"].items()
         ),
     ]
+    if settings.get("images") or settings.get("test_images"):
+        tests = settings.get("test_images")
+        lines += [
+            "",
+            "Data of the convolutional cells: trained on "
+            + (
+                f"patches of the images in `{settings['images']}` (every 10th validates)"
+                if settings.get("images")
+                else "the bundled photographs"
+            )
+            + "; tested on "
+            + (f"{len(tests)} images of the user's at full size" if tests else "the test crops")
+            + ".",
+        ]
     cells = settings.get("cell_settings") or {}
     if cells:
         lines += [
@@ -419,21 +450,26 @@ def run_reproduction(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
+    images: str | os.PathLike[str] | None = None,
+    test_images: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every ``(task, arch, model)`` and write the results (see the module
     docstring). Finished runs already in ``DIR/runs`` with the same configuration are reused
-    unless ``overwrite``; unfinished ones are resumed.
+    unless ``overwrite``; unfinished ones are resumed. ``images``: train the convolutional
+    cells on this folder's images (:func:`experiment_config`); ``test_images``: test them on
+    this folder's images at full size instead of the bundled test crops.
 
     Returns ``{"rows", "settings", "duration_s", "markdown"}``.
     """
 
     out = Path(out_dir)
+    test_files = None if test_images is None else [str(p) for p in list_image_files(test_images)]
     (out / FIGURES).mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     cells = [(t, a, m) for t in tasks for a in archs for m in models]
     rows = []
     for n, (task, arch, model) in enumerate(cells, 1):
-        config = experiment_config(task, arch, model, quick=quick, steps=steps)
+        config = experiment_config(task, arch, model, quick=quick, steps=steps, images=images)
         name = f"{task}-{arch}-{model}"
         run_dir = out / "runs" / name
         log(f"[{n}/{len(cells)}] {name}: training {config.steps} steps")
@@ -447,8 +483,10 @@ def run_reproduction(
             log(f"    reusing the finished run in {run_dir}")
             history = read_metrics(run_dir)
         wall = time.perf_counter() - t0
+        own = test_files is not None and DATASET[arch] == "natural"
         evaluation = evaluate_run(
             run_dir,
+            images=test_files if own else None,
             tv=False,
             seed=0,
             figure=out / FIGURES / f"{name}.png",
@@ -476,7 +514,11 @@ def run_reproduction(
         "duration_s": duration,
         "command": "jaxinv reproduce"
         + (" --quick" if quick else "")
-        + (f" --steps {steps}" if steps else ""),
+        + (f" --steps {steps}" if steps else "")
+        + (f" --images {images}" if images is not None else "")
+        + (f" --test-images {test_images}" if test_images is not None else ""),
+        "images": None if images is None else str(images),
+        "test_images": test_files,
         "train_settings": {
             ds: {**(_QUICK if quick else _FULL)[ds], **({"steps": steps} if steps else {})}
             for ds in dict.fromkeys(DATASET[a] for a in archs)

@@ -7,6 +7,7 @@ import shutil
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
 from jaxinv import cli, reproduce
@@ -226,18 +227,7 @@ def test_help_returns_0(capsys):
 def test_reproduce_tiny(tmp_path, capsys, monkeypatch):
     # the quick natural-image settings made tinier (1 step on 16x16 patches, a cheaper solver
     # that compiles faster); the test images get the validation shape, so their solve reuses it
-    tiny = dict(
-        reproduce._QUICK["natural"],
-        patch_size=16,
-        num_train=4,
-        num_val=2,
-        batch_size=2,
-        solver="picard",
-        adjoint="fixed_point",
-        max_iter=20,
-        adjoint_max_iter=20,
-    )
-    monkeypatch.setitem(reproduce._QUICK, "natural", tiny)
+    _tiny_natural_cells(monkeypatch)
     monkeypatch.setitem(reproduce._EVAL[True], "natural", dict(max_images=2, crop=16))
     out = tmp_path / "repro"
     argv = ["reproduce", "--quick", "--steps", "1", "--tasks", "deblur", "--archs", "conv2x11"]
@@ -256,6 +246,63 @@ def test_reproduce_tiny(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     # an existing output directory needs --resume (reuse finished runs) or --overwrite
     _error(capsys, [*argv, "--out", str(out)], "--resume", "--overwrite")
+
+
+def _tiny_natural_cells(monkeypatch):
+    """The quick natural-image cells made tinier: 1 step on 16x16 patches, a cheap solver."""
+    tiny = dict(
+        reproduce._QUICK["natural"],
+        patch_size=16,
+        num_train=4,
+        num_val=2,
+        batch_size=2,
+        solver="picard",
+        adjoint="fixed_point",
+        max_iter=20,
+        adjoint_max_iter=20,
+    )
+    monkeypatch.setitem(reproduce._QUICK, "natural", tiny)
+
+
+def test_reproduce_trains_the_convolutional_cells_on_a_users_folder(tmp_path, capsys, monkeypatch):
+    """The paper's CelebA experiment on the user's own faces: ``--images`` trains the 2x11x11
+    and 30x3x3 cells on the folder's patches, ``--test-images`` tests them at full size."""
+    _tiny_natural_cells(monkeypatch)
+    camera = skimage.data.camera()  # 512x512 uint8
+    train_dir, test_dir = tmp_path / "faces" / "train", tmp_path / "faces" / "test"
+    for folder, count, side in ((train_dir, 10, 40), (test_dir, 2, 24)):
+        folder.mkdir(parents=True)
+        for i in range(count):
+            crop = camera[20 * i : 20 * i + side, 30 * i : 30 * i + side]
+            Image.fromarray(crop).save(folder / f"face{i:02d}.png")
+    out = tmp_path / "repro"
+    argv = ["reproduce", "--quick", "--steps", "1", "--tasks", "denoise", "--quiet"]
+    folders = ["--images", str(train_dir), "--test-images", str(test_dir)]
+    assert cli.main([*argv, *folders, "--out", str(out)]) == 0
+    data = json.loads((out / "results.json").read_text())
+    rows = data["rows"]
+    assert [(r["arch"], r["model"]) for r in rows] == [
+        (a, m) for a in ("conv2x11", "conv30x3") for m in ("bilevel", "deq")
+    ]
+    for r in rows:
+        assert r["test_images"] == 2 and np.isfinite(r["psnr"])
+        run = json.loads(
+            (out / "runs" / f"denoise-{r['arch']}-{r['model']}" / "config.json").read_text()
+        )
+        assert run["data"]["train_images"] == str(train_dir)
+    assert data["settings"]["test_images"] == sorted(str(p) for p in test_dir.iterdir())
+    assert "--images" in data["settings"]["command"]
+    assert "tested on 2 images of the user's at full size" in (out / "results.md").read_text()
+    capsys.readouterr()
+    again = [*argv, *folders, "--out", str(tmp_path / "other")]
+    _error(capsys, [*again, "--archs", "dense"], "drop 'dense'")
+    _error(capsys, [*again, "--grid"], "--grid", "no image folder")
+    _error(
+        capsys,
+        [*argv, "--images", str(tmp_path / "missing"), "--out", str(tmp_path / "o")],
+        "--images",
+        "not found",
+    )
 
 
 def test_results_markdown_has_every_cell():

@@ -95,7 +95,16 @@ def _expected_old() -> TrainConfig:
 def test_the_nested_form_round_trips_and_is_what_to_dict_writes():
     c = _expected_old()
     d = c.to_dict()
-    assert set(d["optim"]) == {"lr", "lr_final", "schedule", "lr_scale", "clip_norm"}
+    assert set(d["optim"]) == {
+        "lr",
+        "lr_final",
+        "schedule",
+        "lr_scale",
+        "clip_norm",
+        "optimizer",
+        "lbfgs_memory",
+        "linesearch_steps",
+    }
     assert d["adjoint"]["memory"] == 7 and d["forward"]["memory"] == 7
     assert d["penalty"] == {
         "weight": 0.5,

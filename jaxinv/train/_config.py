@@ -29,6 +29,7 @@ from ..tasks import DATASETS, TASKS, Task, make_task
 
 MODELS = ("bilevel", "deq")
 SCHEDULES = ("cosine", "linear", "constant")
+OPTIMIZERS = ("adam", "lbfgs")
 SOLVERS = ("anderson", "picard")
 ADJOINTS = ("cg", "gmres", "fixed_point", "anderson", "jfb")
 JAC_KINDS = ("frobenius", "spectral")
@@ -150,9 +151,18 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """The optimiser: Adam with a learning-rate schedule.
+    """The optimiser: Adam with a learning-rate schedule, or full-batch L-BFGS.
 
     Attributes:
+        optimizer: ``"adam"`` (default) or ``"lbfgs"``: ``optax.lbfgs`` with a zoom line search
+            (strong Wolfe conditions) on the whole training set at every step, as the published
+            bilevel fields of experts were trained. It needs one objective for all steps, so
+            ``batch_size`` must equal ``data.num_train`` (and one device, no Jacobian penalty);
+            the line search sets the step, so ``lr``, its schedule and ``lr_scale`` are unused
+            (``lr_scale`` must be empty). Each line-search trial is one more forward and adjoint
+            solve of the whole set; warm starts (``warm_start``) make them cheap.
+        lbfgs_memory: L-BFGS's number of stored curvature pairs.
+        linesearch_steps: at most this many line-search trials per L-BFGS step.
         lr, lr_final: Adam learning rate, decayed to ``lr_final`` by ``schedule`` (``"cosine"``,
             ``"linear"`` or ``"constant"``) over the run's ``steps``.
         lr_scale: learning-rate multipliers by top-level parameter name, e.g.
@@ -168,9 +178,21 @@ class OptimConfig:
     schedule: str = "cosine"
     lr_scale: dict[str, float] = dataclasses.field(default_factory=dict)
     clip_norm: float | None = None
+    optimizer: str = "adam"
+    lbfgs_memory: int = 10
+    linesearch_steps: int = 15
 
     def __post_init__(self) -> None:
         _choose("optim.schedule", self.schedule, SCHEDULES)
+        _choose("optim.optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("lbfgs_memory", "linesearch_steps"):
+            _positive_int(f"optim.{name}", getattr(self, name))
+        if self.optimizer == "lbfgs" and self.lr_scale:
+            raise ValueError(
+                "TrainConfig: optim.lr_scale scales Adam's steps; L-BFGS's line search chooses "
+                f"its own, so lr_scale {dict(self.lr_scale)} has no effect there: leave it empty "
+                "or use optimizer='adam'"
+            )
         _positive("optim.lr", self.lr)
         if not 0 <= self.lr_final <= self.lr:
             raise ValueError(
@@ -500,6 +522,8 @@ class TrainConfig:
                 f"TrainConfig: batch_size {self.batch_size} exceeds data.num_train "
                 f"{self.data.num_train}"
             )
+        if self.optim.optimizer == "lbfgs":
+            self._check_lbfgs()
         if self.model == "deq" and not ARCHITECTURES[self.arch].untied_ok:
             raise ValueError(
                 f"TrainConfig: arch {self.arch!r} has no untied (DEQ) map; use model='bilevel'"
@@ -516,6 +540,26 @@ class TrainConfig:
         self.make_task()
         self.make_arch()
         self.adjoint_strategy()
+
+    def _check_lbfgs(self) -> None:
+        """L-BFGS compares gradients across steps, so every step must see one objective."""
+        if self.batch_size != self.data.num_train:
+            raise ValueError(
+                f"TrainConfig: optimizer 'lbfgs' is full-batch (its curvature pairs compare "
+                f"gradients of one objective), but batch_size {self.batch_size} != "
+                f"data.num_train {self.data.num_train}; set batch_size = num_train"
+            )
+        if self.devices != 1:
+            raise ValueError(
+                f"TrainConfig: optimizer 'lbfgs' runs its line search on one device, got "
+                f"devices={self.devices}; set devices=1 or use optimizer='adam'"
+            )
+        if self.penalty.enabled:
+            raise ValueError(
+                "TrainConfig: optimizer 'lbfgs' needs one objective for all steps, but the "
+                "Jacobian penalty draws new probes at every step; set penalty.weight "
+                "(jac_penalty) to 0 or use optimizer='adam'"
+            )
 
     # ---- derived objects -------------------------------------------------------------------
 

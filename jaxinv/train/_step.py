@@ -60,12 +60,16 @@ def make_schedule(config: TrainConfig) -> optax.Schedule:
 def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTransformation:
     """Adam with :func:`make_schedule` (after optional global-norm clipping) on the trainable
     leaves; frozen leaves (``trainable`` False) get zero updates; the parameters named in
-    ``config.optim.lr_scale`` get their updates multiplied by the given factor.
+    ``config.optim.lr_scale`` get their updates multiplied by the given factor. With
+    ``optim.optimizer="lbfgs"``: full-batch L-BFGS with a zoom line search instead, whose
+    ``update`` also takes ``value=`` and ``value_fn=`` (:func:`_lbfgs`).
 
     ``trainable`` is ``model.trainable()`` (a pytree of bools with the structure of
     ``model.params()``; a dict of them by name works the same), and the optimiser acts on
     ``model.params()``; parameters are named by their top-level field (or key)."""
     optim = config.optim
+    if optim.optimizer == "lbfgs":
+        return _lbfgs(config, trainable)
     parts = [optax.clip_by_global_norm(optim.clip_norm)] if optim.clip_norm else []
     parts.append(optax.adam(make_schedule(config)))
     labels = jax.tree.map(lambda t: "train" if t else "frozen", trainable)
@@ -94,6 +98,44 @@ def make_optimizer(config: TrainConfig, trainable: PyTree) -> optax.GradientTran
     return optax.chain(
         opt, optax.multi_transform({"": optax.identity(), **scales}, lambda _: groups)
     )
+
+
+def _lbfgs(config: TrainConfig, trainable: PyTree) -> optax.GradientTransformationExtraArgs:
+    """``optax.lbfgs`` with a zoom line search on the trainable leaves only (frozen leaves get
+    zero updates and never enter its curvature pairs). ``update`` takes ``value`` (the
+    objective at ``params``) and ``value_fn`` (the objective of the whole parameter pytree),
+    as optax's line searches do; the gradient is clipped first if ``optim.clip_norm``."""
+    optim = config.optim
+    inner = optax.lbfgs(
+        memory_size=optim.lbfgs_memory,
+        linesearch=optax.scale_by_zoom_linesearch(
+            max_linesearch_steps=optim.linesearch_steps, initial_guess_strategy="one"
+        ),
+    )
+    # optimizer.init sees model.params(); eqx.filter keeps the trainable leaves, None elsewhere
+    keep = jax.tree.map(bool, trainable)
+
+    def init(params):
+        return inner.init(eqx.filter(params, keep))
+
+    def update(updates, state, params=None, **extra):
+        value, value_fn = extra.pop("value"), extra.pop("value_fn")
+        train, frozen = eqx.partition(params, keep)
+        g = eqx.filter(updates, keep)
+        if optim.clip_norm:
+            g = optax.clip_by_global_norm(optim.clip_norm).update(g, optax.EmptyState())[0]
+        step, state = inner.update(
+            g,
+            state,
+            train,
+            value=value,
+            grad=g,
+            value_fn=lambda p: value_fn(eqx.combine(p, frozen)),
+            **extra,
+        )
+        return eqx.combine(step, jax.tree.map(jnp.zeros_like, frozen)), state
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def init_state(model: AbstractModel, config: TrainConfig, num_train: int) -> TrainState:
@@ -303,11 +345,25 @@ def step_body(
         )
     (value, (sol, jac, gprobe)), grads = value_and_grad((params, rest), (probes, batch, x0, jac_v))
     loss = jnp.mean(jac["mse"]) if jac else value
+    lbfgs = config.optim.optimizer == "lbfgs"
+    extra: dict[str, Any] = {}
+    if lbfgs:  # the line search re-solves the same batch from the same starts at trial points
+        if lr_factor is not None:
+            raise ValueError(
+                "optimizer 'lbfgs' has no learning rate to sweep (its line search sets the "
+                "step); take 'lr' off the grid or use optimizer='adam'"
+            )
+
+        def value_fn(p):
+            return objective_fn(eqx.combine(p, rest), probes, batch, x0, jac_v)[0]
+
+        extra = {"value": value, "value_fn": value_fn}
     # optax.Params names arrays and their containers, not every pytree (here an eqx.Module)
     updates, opt_state = optimizer.update(
         grads,
         state.opt_state,
         params,  # pyright: ignore[reportArgumentType]  # optax takes pytrees
+        **extra,
     )
     if lr_factor is not None:
         updates = jax.tree.map(lambda u: u * lr_factor.astype(u.dtype), updates)
@@ -342,7 +398,11 @@ def step_body(
         "bwd_residual": jnp.max(gprobe.residual),
         "bwd_converged": jnp.mean((gprobe.converged > 0.5).astype(jnp.float32)),
         "grad_norm": optax.tree.norm(masked),
-        "lr": make_schedule(config)(state.step) * (1.0 if lr_factor is None else lr_factor),
+        "lr": (
+            optax.tree.get(opt_state, "learning_rate")  # the step the line search accepted
+            if lbfgs
+            else make_schedule(config)(state.step) * (1.0 if lr_factor is None else lr_factor)
+        ),
         "tau": model.tau,
         "warm": jnp.mean(warm.astype(jnp.float32)),
         "skipped": skip.astype(jnp.float32),
