@@ -635,7 +635,7 @@ def run_grid_comparison(
                     out / "grid" / name,
                     progress=progress,
                     overwrite=overwrite,
-                    command=_grid_command(quick, steps, grid),
+                    command=_grid_command(quick, steps, grid, tasks),
                     **eval_settings(DATASET[arch], quick=quick),
                 )
                 rows = done["rows"]
@@ -674,7 +674,7 @@ def run_grid_comparison(
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": _device(),
         "duration_s": duration,
-        "command": _grid_command(quick, steps, grid),
+        "command": _grid_command(quick, steps, grid, tasks),
     }
     markdown = format_grid_markdown(cells, settings)
     atomic_write_text(out / "grid_results.md", markdown)
@@ -689,11 +689,17 @@ def run_grid_comparison(
     }
 
 
-def _grid_command(quick: bool, steps: int | None, grid: dict[str, list[float]] | None) -> str:
+def _grid_command(
+    quick: bool,
+    steps: int | None,
+    grid: dict[str, list[float]] | None,
+    tasks: Sequence[str] = TASKS,
+) -> str:
     axes = " ".join(f"{k}={','.join(str(v) for v in vals)}" for k, vals in (grid or {}).items())
     return (
         "jaxinv reproduce --grid"
         + (f" {axes}" if axes else "")
+        + (f" --tasks {' '.join(tasks)}" if tuple(tasks) != tuple(TASKS) else "")
         + (" --quick" if quick else "")
         + (f" --steps {steps}" if steps else "")
     )

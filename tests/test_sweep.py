@@ -307,6 +307,8 @@ def test_reproduce_grid_quick_draws_the_box_plots_and_the_sweep_command_agrees(t
         ("bilevel", 4),
         ("deq", 4),
     ]
+    # the command that reruns it names the task it was restricted to
+    assert summary["settings"]["command"] == "jaxinv reproduce --grid --tasks denoise --quick"
     assert (tmp_path / "figures" / "grid_test_loss.png").stat().st_size > 5000
     assert "Dropped from the boxes: failed configurations and those with test loss > 0.5" in (
         (tmp_path / "grid_results.md").read_text()
