@@ -48,7 +48,7 @@ from .data import list_image_files
 from .evaluate import evaluate_run
 from .plots import box_plot, comparison_bars
 from .runs import FIGURES, run_figures
-from .sweep import json_safe, run_sweep
+from .sweep import json_safe, run_sweep, train_seconds
 from .tasks import TASKS
 from .train import (
     MODELS,
@@ -655,6 +655,7 @@ def run_grid_comparison(
                         "steps": config.steps,
                         "box": summary,
                         "duration_s": time.perf_counter() - t0,
+                        "train_s": train_seconds(done["result"]),
                         "rows": rows,
                     }
                 )
@@ -730,9 +731,9 @@ def format_grid_markdown(cells: Sequence[dict[str, Any]], settings: dict[str, An
         f"command: `{settings['command']}`. Dropped from the boxes: failed configurations and "
         f"those with test loss > {settings['drop_above']}.",
         "",
-        "| task | arch | model | grid | steps | configurations | failed | > drop | kept "
-        "| min | q1 | median | q3 | largest PSNR gain over the input |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| task | arch | model | grid | steps | training (s) | configurations | failed | > drop "
+        "| kept | min | q1 | median | q3 | largest PSNR gain over the input |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for c in cells:
         b = c["box"]
@@ -740,7 +741,8 @@ def format_grid_markdown(cells: Sequence[dict[str, Any]], settings: dict[str, An
         grid = " × ".join(f"{k} {len(v)}" for k, v in c["grid"].items())
         lines.append(
             f"| {c['task']} | {c['arch']} | {c['model']} | {grid} | {c['steps']} "
-            f"| {b['configurations']} | {b['failed']} | {b['dropped_above']} | {b['kept']} "
+            f"| {c.get('train_s', 0.0):.0f} | {b['configurations']} | {b['failed']} "
+            f"| {b['dropped_above']} | {b['kept']} "
             f"| {_f(b['min'], '.4g')} | {_f(b['q1'], '.4g')} | {_f(b['median'], '.4g')} "
             f"| {_f(b['q3'], '.4g')} | "
             + (f"{best['psnr'] - best['input_psnr']:+.2f} dB {best['settings']}" if best else "–")

@@ -142,7 +142,8 @@ def format_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str
         )
         + f", trained in one compiled program for {info['steps']} steps; {len(rows) - len(ok)} "
         f"failed. Test split: {info['test_images']} images. {info['date']} · "
-        f"{info['duration_s']:.0f} s" + (f" · `{info['command']}`" if info.get("command") else ""),
+        f"{info['duration_s']:.0f} s (training {info.get('train_s', 0.0):.0f} s)"
+        + (f" · `{info['command']}`" if info.get("command") else ""),
         "",
         "| # | "
         + " | ".join(keys)
@@ -198,6 +199,12 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def train_seconds(result: SweepResult) -> float:
+    """Seconds the sweep spent in its training steps, summed over every process that trained
+    it (the ``time`` of its last ``train`` record), so a reused or resumed sweep keeps it."""
+    return max((float(r["time"]) for r in result.history if r.get("kind") == "train"), default=0.0)
+
+
 def run_sweep(
     base: TrainConfig,
     grid: Mapping[str, Sequence[float]],
@@ -243,6 +250,7 @@ def run_sweep(
         "test_max_images": max_images,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "duration_s": duration,
+        "train_s": train_seconds(result),
         "command": command,
         "base": base.to_dict(),
     }

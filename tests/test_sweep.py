@@ -337,7 +337,15 @@ def test_natural_image_sweeps_score_test_crops_at_their_own_size(tmp_path):
     base = patch_config(steps=2)
     done = run_sweep(base, {"lam": [0.5, 2.0]}, tmp_path / "sweep", progress=False, crop=32)
     rows = done["rows"]
-    assert json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"][1]["index"] == 1
+    first = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert first["rows"][1]["index"] == 1
+    assert first["settings"]["train_s"] > 0
+    # run again: the finished sweep is reused (nothing retrains) and keeps its training time
+    again = run_sweep(base, {"lam": [0.5, 2.0]}, tmp_path / "sweep", progress=False, crop=32)
+    assert [r["test_loss"] for r in again["rows"]] == [r["test_loss"] for r in rows]
+    kept = json.loads((tmp_path / "sweep" / "results.json").read_text())["settings"]
+    assert kept["train_s"] == first["settings"]["train_s"]
+    assert f"(training {kept['train_s']:.0f} s)" in (tmp_path / "sweep" / "results.md").read_text()
     for g, (_, config) in enumerate(expand_grid(base, {"lam": [0.5, 2.0]})):
         run = train(config, tmp_path / str(g), progress=False).out_dir
         single = evaluate_run(run, tv=False, crop=32)["mean"]["reconstruction"]
