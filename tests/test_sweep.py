@@ -3,6 +3,7 @@ separate runs of each configuration."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,7 +150,9 @@ def test_a_failing_configuration_is_frozen_and_the_others_train_on(tmp_path):
     assert sorted(result.failures) == [1, 3]  # lr 1e200, both gammas
     for g in (1, 3):
         failure = result.failures[g]
-        assert failure["step"] == 2 and "loss became nan" in failure["reason"]
+        # 1e200 overflows float32: the loss is nan or inf by the CPU's order of operations
+        assert failure["step"] == 2
+        assert re.search(r"loss became (nan|inf) at step 2", failure["reason"]), failure["reason"]
         assert [r["step"] for r in result.records(g)] == [1]
         # its own run raises at that step; the sweep keeps its state from before that step
         config = result.configs[g]
