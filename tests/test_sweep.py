@@ -142,6 +142,9 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, sweep):
         assert [r["loss"] for r in resumed.records(g)] == [r["loss"] for r in full.records(g)]
     loaded = load_sweep(tmp_path)
     assert loaded.finished and _max_diff(loaded.state, full.state) == 0.0
+    # GRID's keys are not in sorted order: lane g still carries configuration g's settings
+    assert list(GRID) != sorted(GRID)
+    assert loaded.settings == full.settings and list(loaded.grid) == list(GRID)
     assert resumed.step_fn.trace_count == 1  # the same compiled program throughout
 
 

@@ -702,6 +702,7 @@ def train_sweep(
             "num_configs": num,
             "lanes": len(lanes),
             "elapsed": elapsed,
+            "grid_order": list(spec),  # the header's JSON sorts its keys; lanes follow this order
         }
         save_checkpoint(out / CHECKPOINT, sweep, step=step, finished=step == base.steps, meta=meta)
 
@@ -804,6 +805,19 @@ def _float_dtype(sweep: SweepState) -> Any:
     return jax.tree.leaves(sweep.state.params.params())[0].dtype
 
 
+def _ordered_grid(header: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The grid in the key order its lanes were expanded in: the checkpoint header's JSON
+    sorts its keys, so the order comes from ``grid_order`` or, for older checkpoints, from
+    ``sweep.json`` (written in that order)."""
+    grid = header["sweep"]["grid"]
+    order = header.get("grid_order")
+    if order is None and (out / SWEEP).exists():
+        order = list(json.loads((out / SWEEP).read_text()).get("grid", {}))
+    if order is not None and sorted(order) == sorted(grid):
+        grid = {k: grid[k] for k in order}
+    return grid
+
+
 def load_sweep(out_dir: str | os.PathLike) -> SweepResult:
     """Load a sweep written by :func:`train_sweep` (finished or not) from its checkpoint."""
     out = Path(out_dir)
@@ -814,7 +828,7 @@ def load_sweep(out_dir: str | os.PathLike) -> SweepResult:
     if "sweep" not in header:
         raise CheckpointError(f"{path} is a single run's checkpoint; load it with load_run")
     base = TrainConfig.from_dict(header["sweep"]["base"])
-    grid = header["sweep"]["grid"]
+    grid = _ordered_grid(header, out)
     pairs = expand_grid(base, grid)
     settings, configs = [p[0] for p in pairs], [p[1] for p in pairs]
     lanes = configs + [configs[-1]] * (int(header.get("lanes", len(configs))) - len(configs))
