@@ -741,7 +741,7 @@ def format_grid_markdown(cells: Sequence[dict[str, Any]], settings: dict[str, An
         grid = " × ".join(f"{k} {len(v)}" for k, v in c["grid"].items())
         lines.append(
             f"| {c['task']} | {c['arch']} | {c['model']} | {grid} | {c['steps']} "
-            f"| {c.get('train_s', 0.0):.0f} | {b['configurations']} | {b['failed']} "
+            f"| {c['train_s']:.0f} | {b['configurations']} | {b['failed']} "
             f"| {b['dropped_above']} | {b['kept']} "
             f"| {_f(b['min'], '.4g')} | {_f(b['q1'], '.4g')} | {_f(b['median'], '.4g')} "
             f"| {_f(b['q3'], '.4g')} | "

@@ -142,7 +142,7 @@ def format_markdown(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str
         )
         + f", trained in one compiled program for {info['steps']} steps; {len(rows) - len(ok)} "
         f"failed. Test split: {info['test_images']} images. {info['date']} · "
-        f"{info['duration_s']:.0f} s (training {info.get('train_s', 0.0):.0f} s)"
+        f"{info['duration_s']:.0f} s (training {info['train_s']:.0f} s)"
         + (f" · `{info['command']}`" if info.get("command") else ""),
         "",
         "| # | "

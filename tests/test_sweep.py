@@ -134,8 +134,10 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_result(tmp_path, sweep):
     assert not half.finished
     with open(tmp_path / "metrics.jsonl", "a") as f:  # written after the checkpoint, then killed
         f.write(json.dumps({"config": 0, "kind": "train", "step": 3, "loss": -1.0}) + "\n")
-    resumed = train_sweep(_base(), GRID, tmp_path, progress=False)
+    # resumed with the grid's keys in another order: the saved lanes keep their own order
+    resumed = train_sweep(_base(), dict(reversed(GRID.items())), tmp_path, progress=False)
     assert resumed.finished
+    assert resumed.settings == full.settings
     for a, b in zip(jax.tree.leaves(resumed.state), jax.tree.leaves(full.state), strict=True):
         np.testing.assert_array_equal(a, b)
     for g in range(len(full)):

@@ -649,15 +649,18 @@ def train_sweep(
     """
     if until is not None and (not isinstance(until, int) or until < 1):
         raise ValueError(f"until must be a positive integer or None, got {until!r}")
-    pairs = expand_grid(base, grid)
+    expand_grid(base, grid)  # a bad grid is refused before any file is touched
     spec = _check_grid(base, grid)
+    out = Path(out_dir)
+    header = _prepare(out, _spec_dict(base, spec), resume, overwrite)
+    if header is not None:  # the saved lanes follow the saved key order, not the caller's
+        spec = _check_grid(base, _ordered_grid(header, out))
+    pairs = expand_grid(base, spec)
     settings = [p[0] for p in pairs]
     configs = [p[1] for p in pairs]
     num = len(configs)
     lanes = _lanes(configs, base.devices)
-    out = Path(out_dir)
     spec_dict = _spec_dict(base, spec)
-    header = _prepare(out, spec_dict, resume, overwrite)
     if header is None:
         for name in (CHECKPOINT, METRICS):
             (out / name).unlink(missing_ok=True)
